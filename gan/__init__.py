@@ -1,0 +1,1 @@
+"""gan: experiment-tracked, distributed GAN training with Accelerate."""

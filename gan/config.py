@@ -1,0 +1,262 @@
+"""Strict config: typed dataclass defaults, YAML presets, dotted `key=value` overrides.
+
+A preset names only the keys it changes. Unknown keys and wrong types are errors that
+name the key and what it accepts. The resolved config is saved in the run folder,
+stored in every checkpoint and logged to the tracker.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gan.errors import GanError
+
+
+@dataclass
+class ModelConfig:
+    network: str = "dcgan"  # registry name: mlp, dcgan
+    z_dim: int = 100  # length of the noise vector z
+    hidden_dim: int = 256  # mlp: width of the hidden layers
+    g_channels: int = 64  # conv nets: G's base channel count
+    d_channels: int = 64  # conv nets: D's base channel count
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"  # registry name: mnist5k, mnist, fashion_mnist, cifar10, image_folder
+    root: str = "data"  # where torchvision data sets download to, or the image_folder path
+    resolution: int = 28  # side of the square images, px
+    channels: int = 1  # 1 = grayscale, 3 = RGB
+    limit: int | None = None  # use only the first N images; None = all
+
+
+@dataclass
+class LossConfig:
+    name: str = "bce"  # registry name: bce (non-saturating GAN loss on logits)
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4  # Adam learning rate of G
+    lr_d: float = 2e-4  # Adam learning rate of D
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam (beta1, beta2)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # total generator steps
+    batch_size: int = 64  # images per batch, per process
+    checkpoint_every: int = 500  # generator steps between checkpoints (one is always written at the end)
+    sample_every: int = 250  # generator steps between fixed-noise sample grids
+    log_every: int = 50  # generator steps between logged scalars
+    seed: int = 0  # random seed; each process adds its rank
+    keep_checkpoints: int = 3  # how many of the newest complete checkpoints to keep
+    ema_decay: float | None = 0.999  # decay of G_ema per step; None = no EMA copy
+    num_samples: int = 64  # images in the fixed-noise sample grid
+    on_nonfinite: str = "stop"  # non-finite loss: stop (exit non-zero) or skip (drop the update)
+    max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skips in a row
+
+
+@dataclass
+class WandbConfig:
+    mode: str | None = None  # online, offline or disabled; None = online with an API key, else offline
+    project: str = "gan"  # W&B project
+    entity: str | None = None  # W&B entity (user or team); None = the account's default
+    group: str | None = None  # run group; None = the preset's name
+    tags: list[str] = field(default_factory=list)  # extra tags; the network and loss are always added
+    name: str | None = None  # run name; None = the run folder's name
+
+
+@dataclass
+class Config:
+    preset: str = "custom"  # the preset's name: the config file's stem unless set
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+# --------------------------------------------------------------------------- typing
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else tp.__name__
+
+
+def _coerce(value, tp, key: str):
+    """Return value checked against the annotation tp; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except GanError:
+                pass
+    elif origin is list:
+        if isinstance(value, list | tuple):
+            (item_type,) = typing.get_args(tp)
+            return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise GanError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _merge(obj, updates: dict, prefix: str = "") -> None:
+    """Write the dict `updates` into the dataclass `obj`, strictly."""
+    if not isinstance(updates, dict):
+        raise GanError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {updates!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise GanError(f"unknown config key {key!r}; legal keys here: {', '.join(fields)}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, prefix=f"{key}.")
+        else:
+            setattr(obj, name, _coerce(value, hints[name], key))
+
+
+def parse_override(text: str) -> dict:
+    """`train.steps=10` -> {"train": {"steps": 10}}; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise GanError(f"override {text!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise GanError(f"override {text!r}: the value is not valid YAML ({err.__class__.__name__})") from None
+    nested: dict = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise GanError(f"config file {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise GanError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise GanError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+    return data or {}
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the preset file, then the overrides in order; validated."""
+    cfg = Config()
+    if path is not None:
+        data = read_yaml(Path(path))
+        data.setdefault("preset", Path(path).stem)
+        _merge(cfg, data)
+    for text in overrides:
+        _merge(cfg, parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{"train": {"steps": 1}} -> {"train.steps": 1}"""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise GanError(message)
+
+
+def _positive(cfg: Config, *keys: str) -> None:
+    flat = flatten(to_dict(cfg))
+    for key in keys:
+        value = flat[key]
+        _check(value is None or value > 0, f"{key} must be > 0, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Ranges and enums; network/data compatibility is checked where the network is built."""
+    from gan.registry import DATASETS, LOSSES, NETWORKS  # the registries fill on import of gan.*
+
+    import gan.data  # noqa: F401  (registers data sets)
+    import gan.losses  # noqa: F401  (registers losses)
+    import gan.networks  # noqa: F401  (registers networks)
+
+    NETWORKS.get(cfg.model.network, "model.network")
+    LOSSES.get(cfg.loss.name, "loss.name")
+    DATASETS.get(cfg.data.name, "data.name")
+    _positive(
+        cfg,
+        "model.z_dim", "model.hidden_dim", "model.g_channels", "model.d_channels",
+        "data.resolution", "data.limit", "optim.lr_g", "optim.lr_d",
+        "train.steps", "train.batch_size", "train.checkpoint_every", "train.sample_every",
+        "train.log_every", "train.keep_checkpoints", "train.num_samples", "train.max_nonfinite_skips",
+    )  # fmt: skip
+    _check(cfg.data.channels in (1, 3), f"data.channels must be 1 or 3, got {cfg.data.channels}")
+    _check(
+        len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+        f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}",
+    )
+    _check(cfg.train.seed >= 0, f"train.seed must be >= 0, got {cfg.train.seed}")
+    decay = cfg.train.ema_decay
+    _check(decay is None or 0 < decay < 1, f"train.ema_decay must be in (0, 1) or null, got {decay}")
+    choices = ("stop", "skip")
+    _check(
+        cfg.train.on_nonfinite in choices,
+        f"train.on_nonfinite: unknown value {cfg.train.on_nonfinite!r}; choose one of: {', '.join(choices)}",
+    )
+    modes = ("online", "offline", "disabled")
+    _check(
+        cfg.wandb.mode in (None, *modes),
+        f"wandb.mode: unknown value {cfg.wandb.mode!r}; choose one of: {', '.join(modes)} (or null)",
+    )

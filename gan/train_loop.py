@@ -1,0 +1,281 @@
+"""The training loop under Accelerate: a D step, then a G step, then bookkeeping, until train.steps.
+
+Runs the same in one process (`python train.py`) and under `accelerate launch` (DDP, one
+process per device, mixed precision from Accelerate's own setting).
+"""
+
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from gan import checkpoint as ckpt
+from gan.config import Config, to_dict
+from gan.data import build_data, make_dataloader, to_float
+from gan.errors import GanError
+from gan.losses import build_loss
+from gan.networks import build_networks
+from gan.run_folder import open_run_dir, write_atomic
+from gan.samples import fixed_noise, generate_images, grid_image, save_grid
+from gan.steps import Nets, NonFiniteLoss, d_step, g_step, grad_norm, update_ema
+from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
+
+EXIT_PREEMPTED = 75  # stopped by SIGTERM/SIGUSR1 after a checkpoint: requeue and relaunch to resume
+EXIT_NONFINITE = 3  # a non-finite loss stopped the run; the last good checkpoint is kept
+FINISHED_MARKER = "FINISHED"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # generator steps done
+    batches_seen: int = 0  # real batches drawn per process: the data position
+    nonfinite_in_a_row: int = 0
+    nonfinite_total: int = 0
+
+
+class StopRequest:
+    """SIGTERM/SIGUSR1 set a flag; the loop stops after the current step. A second signal is harmless."""
+
+    def __init__(self):
+        self.signum = 0
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def agreed(self, accelerator) -> bool:
+        """True on every process as soon as any process was signalled."""
+        flag = torch.tensor(float(self.signum != 0), device=accelerator.device)
+        if accelerator.num_processes > 1:
+            flag = accelerator.reduce(flag, reduction="sum")
+        return bool(flag)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def build_nets(cfg: Config, num_classes: int, accelerator, loader):
+    G, D = build_networks(cfg, num_classes)
+    G_ema = None
+    if cfg.train.ema_decay is not None:
+        G_ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        G_ema.requires_grad_(False)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas))
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=tuple(cfg.optim.betas))
+    G, D, opt_G, opt_D, loader = accelerator.prepare(G, D, opt_G, opt_D, loader)
+    if G_ema is not None:
+        G_ema.to(accelerator.device)
+    return Nets(G, D, G_ema, opt_G, opt_D, z_dim=accelerator.unwrap_model(G).z_dim), loader
+
+
+def real_batches(loader, accelerator, batches_seen: int):
+    """Endless batches continuing from the data position; epoch e is shuffled with seed + e."""
+    epoch, offset = divmod(batches_seen, len(loader))
+    while True:
+        epoch_loader = accelerator.skip_first_batches(loader, offset) if offset else loader
+        epoch_loader.set_epoch(epoch)
+        yield from epoch_loader
+        epoch, offset = epoch + 1, 0
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
+    """All processes store their RNG state; the main process writes the rest and renames."""
+    tmp = ckpt.checkpoints_dir(run_dir) / f"{ckpt.TMP_PREFIX}{ckpt.step_name(state.step)}"
+    if accelerator.is_main_process:
+        ckpt.begin_save(run_dir, state.step)
+    accelerator.wait_for_everyone()
+    ckpt.save_rng(tmp, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        networks = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
+        if nets.G_ema is not None:
+            networks["G_ema"] = nets.G_ema.module
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else {}
+        train_state = {
+            "step": state.step, "batches_seen": state.batches_seen,
+            "nonfinite_total": state.nonfinite_total,
+            "opt_G": nets.opt_G.state_dict(), "opt_D": nets.opt_D.state_dict(), "scaler": scaler,
+            "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
+            "num_processes": accelerator.num_processes, "config": to_dict(cfg),
+        }  # fmt: skip
+        kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
+        meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None}
+        ckpt.finish_save(run_dir, tmp, state.step, networks, train_state, meta)
+        ckpt.rotate(run_dir, cfg.train.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator, path: Path, nets: Nets) -> TrainState:
+    """Restore everything saved by save_checkpoint. Raises GanError naming a bad file."""
+    meta = ckpt.read_meta(path)
+    ckpt.load_network(accelerator.unwrap_model(nets.G), path / "G.safetensors")
+    ckpt.load_network(accelerator.unwrap_model(nets.D), path / "D.safetensors")
+    if nets.G_ema is not None:
+        ckpt.load_network(nets.G_ema.module, ckpt.generator_file(meta))
+    saved = ckpt.load_plain(path / "state.pt")
+    try:
+        nets.opt_G.load_state_dict(saved["opt_G"])
+        nets.opt_D.load_state_dict(saved["opt_D"])
+        if accelerator.scaler is not None and saved["scaler"]:
+            accelerator.scaler.load_state_dict(saved["scaler"])
+        if nets.G_ema is not None:
+            nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"])
+        state = TrainState(step=int(saved["step"]), batches_seen=int(saved["batches_seen"]),
+                           nonfinite_total=int(saved["nonfinite_total"]))  # fmt: skip
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise GanError(f"checkpoint file {str(path / 'state.pt')!r} does not fit this run ({err})") from None
+    rng_file = path / f"rng-rank{accelerator.process_index}.pt"
+    if rng_file.exists() and saved["num_processes"] == accelerator.num_processes:
+        torch.set_rng_state(ckpt.load_plain(rng_file)["torch"])
+    return state
+
+
+def resume(accelerator, run_dir: Path, nets: Nets) -> TrainState:
+    """Continue from the newest complete checkpoint that loads; bad ones are skipped with a warning."""
+    if accelerator.is_main_process:
+        ckpt.remove_temporary(run_dir)
+    accelerator.wait_for_everyone()
+    for step, path in reversed(ckpt.list_checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(accelerator, path, nets)
+        except GanError as err:
+            accelerator.print(f"warning: skipping checkpoint step {step}: {err}")
+            continue
+        accelerator.print(f"resuming from {path} (step {state.step})")
+        return state
+    return TrainState()
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(cfg: Config, run_dir: Path) -> int:
+    """Train until cfg.train.steps; returns the process exit code."""
+    accelerator = Accelerator(
+        log_with="wandb",
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
+    )
+    set_seed(cfg.train.seed, device_specific=True)  # each process: seed + rank
+    lock = open_run_dir(run_dir, cfg) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    stop = StopRequest()
+    try:
+        return _train(cfg, run_dir, accelerator, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest) -> int:
+    data = build_data(cfg)
+    loader = make_dataloader(data, cfg.train.batch_size)
+    nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)
+    if len(loader) == 0:
+        raise GanError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} processes "
+                       f"is larger than the data set ({len(data.images)} images)")  # fmt: skip
+    loss_fn = build_loss(cfg)
+    state = resume(accelerator, run_dir, nets)
+    logger = RunLogger(accelerator, run_dir, cfg)
+    means = WindowMeans(accelerator.device)
+    sample_z, sample_labels = fixed_noise(cfg.train.num_samples, nets.z_dim, cfg.train.seed, data.num_classes)
+    batches = real_batches(loader, accelerator, state.batches_seen)
+    images_per_step = cfg.train.batch_size * accelerator.num_processes
+    progress = tqdm(total=cfg.train.steps, initial=state.step, disable=not accelerator.is_main_process,
+                    unit="step", dynamic_ncols=True)  # fmt: skip
+    window_start = time.perf_counter()
+    exit_code = 0
+
+    while state.step < cfg.train.steps:
+        real_uint8, labels = next(batches)
+        state.batches_seen += 1
+        real_img = to_float(real_uint8)
+        try:
+            stats = d_step(nets, loss_fn, real_img, labels, accelerator)
+            stats |= g_step(nets, loss_fn, len(real_img), labels, accelerator)
+        except NonFiniteLoss as err:
+            exit_code = handle_nonfinite(cfg, state, err, accelerator)
+            if exit_code:
+                break
+            continue
+        state.nonfinite_in_a_row = 0
+        update_ema(nets, accelerator)
+        state.step += 1
+        stats |= {"grad_norm/G": grad_norm(nets.G), "grad_norm/D": grad_norm(nets.D)}
+        means.update(stats)
+        progress.update(1)
+
+        if state.step % cfg.train.log_every == 0:
+            elapsed, window_start = time.perf_counter() - window_start, time.perf_counter()
+            log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step)
+        if state.step % cfg.train.sample_every == 0 or state.step == cfg.train.steps:
+            save_samples(logger, run_dir, nets, accelerator, sample_z, sample_labels, state.step)
+        stopping = stop.agreed(accelerator)
+        if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
+            save_checkpoint(accelerator, run_dir, cfg, nets, state)
+        if stopping:
+            accelerator.print(f"signal {stop.signum or 'on another rank'}: checkpoint written at step "
+                              f"{state.step}; exiting with code {EXIT_PREEMPTED} to be requeued")  # fmt: skip
+            exit_code = EXIT_PREEMPTED
+            break
+
+    progress.close()
+    logger.close()
+    if exit_code == 0 and accelerator.is_main_process:
+        write_atomic(run_dir / FINISHED_MARKER, f"{state.step}\n")
+    accelerator.wait_for_everyone()
+    return exit_code
+
+
+def handle_nonfinite(cfg: Config, state: TrainState, err: NonFiniteLoss, accelerator) -> int:
+    """train.on_nonfinite: stop at once (keeping the last good checkpoint), or drop the update."""
+    state.nonfinite_total += 1
+    state.nonfinite_in_a_row += 1
+    where = f"non-finite {err.which} at step {state.step + 1}"
+    if cfg.train.on_nonfinite == "stop":
+        accelerator.print(f"error: {where}; stopping (train.on_nonfinite=stop), the last checkpoint is kept",
+                          file=sys.stderr)  # fmt: skip
+        return EXIT_NONFINITE
+    if state.nonfinite_in_a_row >= cfg.train.max_nonfinite_skips:
+        accelerator.print(f"error: {where}: {state.nonfinite_in_a_row} skipped updates in a row "
+                          f"(train.max_nonfinite_skips); stopping", file=sys.stderr)  # fmt: skip
+        return EXIT_NONFINITE
+    accelerator.print(f"warning: {where}; update dropped ({state.nonfinite_total} so far)")
+    return 0
+
+
+def log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step) -> None:
+    values = means.compute()  # every process: mean over the window and across processes
+    values |= {
+        "train/kimg": state.step * images_per_step / 1000,
+        "train/img_per_s": cfg.train.log_every * images_per_step / max(elapsed, 1e-9),
+        "lr/G": nets.opt_G.param_groups[0]["lr"],
+        "lr/D": nets.opt_D.param_groups[0]["lr"],
+        "train/nonfinite_skips": state.nonfinite_total,
+    }
+    memory = peak_memory_mb(accelerator.device)
+    if memory is not None:
+        values["memory/peak_mb"] = memory
+    logger.log_scalars(values, state.step)
+    progress.set_postfix({"img/s": f"{values['train/img_per_s']:.0f}", "D": f"{values['loss/D']:.3f}",
+                          "G": f"{values['loss/G']:.3f}"}, refresh=False)  # fmt: skip
+
+
+def save_samples(logger, run_dir: Path, nets: Nets, accelerator, z, labels, step: int) -> None:
+    """The fixed-noise grid from G_ema (or G), on the main process."""
+    if not accelerator.is_main_process:
+        return
+    G = nets.G_ema.module if nets.G_ema is not None else accelerator.unwrap_model(nets.G)
+    images = generate_images(G, z, labels)
+    save_grid(images, run_dir / "samples" / f"{ckpt.step_name(step)}.png")
+    logger.log_image("samples", grid_image(images), step)
