@@ -65,9 +65,12 @@ def make_dataloader(data: ImageData, batch_size: int) -> DataLoader:
     if len(data.images) < batch_size:
         raise GanError(f"train.batch_size={batch_size} is larger than the data set ({len(data.images)} images)")
     # drop_last: every batch is full, so the guide's crash on the last partial batch cannot happen.
+    # A private generator: starting an epoch must not draw from the global RNG that z comes from,
+    # or a resumed run would see different noise. Accelerate reseeds it with data_seed + epoch.
     return DataLoader(
-        InMemoryImages(data), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=keep_batch
-    )
+        InMemoryImages(data), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=keep_batch,
+        generator=torch.Generator(),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- shaping

@@ -20,6 +20,7 @@ class Nets:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     z_dim: int
+    num_classes: int = 0  # > 0 for class-conditional networks
 
 
 class NonFiniteLoss(Exception):

@@ -82,8 +82,9 @@ class RunLogger:
         id_file = self.run_dir / WANDB_ID_FILE
         try:
             import wandb
+            from wandb.sdk.lib import runid
 
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else runid.generate_id()
             id_file.write_text(run_id)
             tags = sorted({*w.tags, self.cfg.model.network, self.cfg.loss.name})
             self.accelerator.init_trackers(

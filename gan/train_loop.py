@@ -4,6 +4,8 @@ Runs the same in one process (`python train.py`) and under `accelerate launch` (
 process per device, mixed precision from Accelerate's own setting).
 """
 
+import hashlib
+import json
 import signal
 import sys
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -73,7 +75,8 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
     G, D, opt_G, opt_D, loader = accelerator.prepare(G, D, opt_G, opt_D, loader)
     if G_ema is not None:
         G_ema.to(accelerator.device)
-    return Nets(G, D, G_ema, opt_G, opt_D, z_dim=accelerator.unwrap_model(G).z_dim), loader
+    z_dim = accelerator.unwrap_model(G).z_dim
+    return Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes), loader
 
 
 def real_batches(loader, accelerator, batches_seen: int):
@@ -107,7 +110,8 @@ def save_checkpoint(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: 
             "nonfinite_total": state.nonfinite_total,
             "opt_G": nets.opt_G.state_dict(), "opt_D": nets.opt_D.state_dict(), "scaler": scaler,
             "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
-            "num_processes": accelerator.num_processes, "config": to_dict(cfg),
+            "num_processes": accelerator.num_processes, "num_classes": nets.num_classes,
+            "config": to_dict(cfg),
         }  # fmt: skip
         kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
         meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None}
@@ -231,10 +235,25 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest) -> int:
 
     progress.close()
     logger.close()
+    if accelerator.num_processes > 1:
+        check_replicas(accelerator, nets, run_dir)
     if exit_code == 0 and accelerator.is_main_process:
         write_atomic(run_dir / FINISHED_MARKER, f"{state.step}\n")
     accelerator.wait_for_everyone()
     return exit_code
+
+
+def check_replicas(accelerator, nets: Nets, run_dir: Path) -> None:
+    """DDP keeps G and D identical on every rank; record a digest per rank and fail loudly if not."""
+    digest = hashlib.sha1()
+    for module in (accelerator.unwrap_model(nets.G), accelerator.unwrap_model(nets.D)):
+        for tensor in module.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digests = gather_object([digest.hexdigest()])
+    if accelerator.is_main_process:
+        write_atomic(run_dir / "replicas.json", json.dumps({"rank_digests": digests}) + "\n")
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"G/D parameters differ across ranks: {digests}")
 
 
 def handle_nonfinite(cfg: Config, state: TrainState, err: NonFiniteLoss, accelerator) -> int:

@@ -1,0 +1,80 @@
+"""train.py through `accelerate launch`, in 1 and 2 CPU processes, on tiny settings."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import PYTHON, TINY, run, train
+from PIL import Image
+from safetensors.torch import load_file
+
+
+def assert_run_folder(run_dir, steps=6, every=3):
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["steps"] == steps
+    assert (run_dir / "FINISHED").read_text().strip() == str(steps)
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == [f"step-{s:07d}" for s in range(every, steps + 1, every)]
+    for name in names:
+        files = {p.name for p in (run_dir / "checkpoints" / name).iterdir()}
+        assert {"G.safetensors", "D.safetensors", "state.pt", "meta.json"} <= files
+    samples = sorted(p.name for p in (run_dir / "samples").iterdir())
+    assert samples == [f"step-{s:07d}.png" for s in range(every, steps + 1, every)]
+    grid = np.asarray(Image.open(run_dir / "samples" / samples[-1]))
+    assert grid.dtype == np.uint8 and grid.ndim == 2
+    cells = grid[2:-2, 2:-2]  # inside the outer padding
+    assert cells.std() > 5, "the sample grid is blank"
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == list(range(2, steps + 1, 2))
+    assert all(np.isfinite(r["loss/D"]) and np.isfinite(r["loss/G"]) for r in logged)
+
+
+@pytest.mark.parametrize("config", ["vanilla_mnist", "dcgan_mnist"])
+def test_one_process(tmp_path, config):
+    train(config, tmp_path / "run", *TINY)
+    assert_run_folder(tmp_path / "run")
+
+
+@pytest.mark.parametrize("config", ["vanilla_mnist", "dcgan_mnist"])
+def test_two_processes_stay_in_sync(tmp_path, config):
+    run_dir = tmp_path / "run"
+    train(config, run_dir, *TINY, processes=2)
+    assert_run_folder(run_dir)
+    digests = json.loads((run_dir / "replicas.json").read_text())["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    rng_files = sorted(p.name for p in (run_dir / "checkpoints" / "step-0000006").glob("rng-rank*.pt"))
+    assert rng_files == ["rng-rank0.pt", "rng-rank1.pt"]
+
+
+def final_weights(run_dir, step):
+    folder = run_dir / "checkpoints" / f"step-{step:07d}"
+    return {name: load_file(folder / f"{name}.safetensors") for name in ("G", "D", "G_ema")}
+
+
+def test_stop_and_resume_equals_no_interruption(tmp_path):
+    # 512 images / 16 = 32 batches per epoch: 40 steps cross an epoch boundary after the resume.
+    settings = [*TINY, "train.steps=40", "train.checkpoint_every=12", "train.sample_every=20", "train.log_every=4"]
+    train("dcgan_mnist", tmp_path / "straight", *settings)
+    train("dcgan_mnist", tmp_path / "stopped", *settings[:-4], "train.steps=12", *settings[-3:])
+    resumed = train("dcgan_mnist", tmp_path / "stopped", *settings)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    a, b = final_weights(tmp_path / "straight", 40), final_weights(tmp_path / "stopped", 40)
+    for name in a:
+        for key in a[name]:
+            diff = (a[name][key].double() - b[name][key].double()).abs().max().item()
+            assert diff <= 1e-6, f"{name}.{key} differs by {diff}"
+    # the resumed run did not log the steps before its checkpoint twice
+    steps = [json.loads(x)["step"] for x in (tmp_path / "stopped" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_generate_writes_the_images_asked_for(dcgan_run, tmp_path):
+    out = tmp_path / "pngs"
+    run([PYTHON, "-m", "gan.generate", dcgan_run, "--num", "7", "--out", out], check=True)
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 7
+    assert Image.open(files[0]).size == (28, 28)
+    grid = tmp_path / "grid.png"
+    run([PYTHON, "-m", "gan.generate", dcgan_run / "checkpoints" / "step-0000003", "--num", "9", "--out", grid],
+        check=True)  # fmt: skip
+    assert Image.open(grid).size == (3 * 30 + 2, 3 * 30 + 2)
