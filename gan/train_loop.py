@@ -244,10 +244,14 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest) -> int:
 
 
 def check_replicas(accelerator, nets: Nets, run_dir: Path) -> None:
-    """DDP keeps G and D identical on every rank; record a digest per rank and fail loudly if not."""
+    """DDP keeps G's and D's parameters identical on every rank; record a digest per rank, fail loudly if not.
+
+    BatchNorm running statistics are not compared: each rank updates them from its own shard after
+    DDP broadcasts rank 0's at the start of every forward; checkpoints store rank 0's.
+    """
     digest = hashlib.sha1()
     for module in (accelerator.unwrap_model(nets.G), accelerator.unwrap_model(nets.D)):
-        for tensor in module.state_dict().values():
+        for tensor in module.parameters():
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digests = gather_object([digest.hexdigest()])
     if accelerator.is_main_process:
