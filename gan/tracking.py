@@ -97,7 +97,9 @@ class RunLogger:
                 }},
             )  # fmt: skip
             run = self.accelerator.get_tracker("wandb", unwrap=True)
+            # One x-axis for training and for the evaluator's later metrics: no "step must increase".
             run.define_metric("train/step")
+            run.define_metric("train/kimg", step_metric="train/step")
             run.define_metric("*", step_metric="train/step")
             self.tracker_ok = True
         except Exception as err:  # no network, bad key, full disk: never stop training for W&B
@@ -127,6 +129,15 @@ class RunLogger:
             self.accelerator.log(values)
         except Exception as err:
             self._warn_once("log", err)
+
+    def mark_preempting(self) -> None:
+        """Tell W&B that this run stops to be requeued (SIGTERM/SIGUSR1); a failure only warns."""
+        if not (self.accelerator.is_main_process and self.tracker_ok):
+            return
+        try:
+            self.accelerator.get_tracker("wandb", unwrap=True).mark_preempting()
+        except Exception as err:
+            self._warn_once("mark_preempting", err)
 
     def close(self) -> None:
         if self.accelerator.is_main_process:

@@ -1,0 +1,156 @@
+"""A self-contained HTML report for runs whose W&B files stay offline (cluster nodes without internet).
+
+python -m gan.report RUN_DIR [RUN_DIR ...] --out report.html
+
+One page, PNG plots embedded: loss curves per run, FID against kimg (from metrics.jsonl, once the
+evaluator has run), the latest sample grid of each run, and a table of each run's config
+differences and best FID.
+"""
+
+import base64
+import html
+import io
+import json
+import sys
+from pathlib import Path
+
+from gan import checkpoint as ckpt
+from gan.cli import ArgumentParser
+from gan.config import flatten, read_yaml
+from gan.errors import GanError, exit_on_user_error
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by kill -9
+    return rows
+
+
+class RunSummary:
+    def __init__(self, run_dir: Path):
+        if not (run_dir / "config.yaml").is_file():
+            raise GanError(f"{str(run_dir)!r} is not a run folder (no config.yaml)")
+        self.dir = run_dir
+        self.name = run_dir.resolve().name
+        self.config = flatten(read_yaml(run_dir / "config.yaml"))
+        self.log = read_jsonl(run_dir / "train_log.jsonl")
+        self.metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m.get("fid") is not None]
+        samples = sorted((run_dir / "samples").glob("step-*.png"))
+        self.latest_sample = samples[-1] if samples else None
+
+    @property
+    def best_fid(self) -> dict | None:
+        return min(self.metrics, key=lambda m: m["fid"]) if self.metrics else None
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def figure_png(draw) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def loss_plot(runs: list[RunSummary]) -> bytes:
+    def draw(ax):
+        for run in runs:
+            steps = [r["step"] for r in run.log]
+            for key, style in (("loss/D", "-"), ("loss/G", "--")):
+                ax.plot(steps, [r.get(key) for r in run.log], style, label=f"{run.name} {key}")
+        ax.set_xlabel("generator step")
+        ax.set_ylabel("loss")
+        ax.set_title("Losses")
+
+    return figure_png(draw)
+
+
+def fid_plot(runs: list[RunSummary]) -> bytes:
+    def draw(ax):
+        for run in runs:
+            rows = sorted(run.metrics, key=lambda m: m["kimg"])
+            ax.plot([m["kimg"] for m in rows], [m["fid"] for m in rows], "o-", label=run.name)
+        ax.set_xlabel("kimg")
+        ax.set_ylabel("FID")
+        ax.set_title("FID against images seen")
+
+    return figure_png(draw)
+
+
+def config_differences(runs: list[RunSummary]) -> list[str]:
+    keys = sorted({k for run in runs for k in run.config})
+    return [k for k in keys if len({json.dumps(run.config.get(k)) for run in runs}) > 1]
+
+
+def render(runs: list[RunSummary]) -> str:
+    e = html.escape
+    differing = config_differences(runs)
+    head = "".join(f"<th>{e(k)}</th>" for k in differing)
+    rows = []
+    for run in runs:
+        cells = "".join(f"<td>{e(json.dumps(run.config.get(k)))}</td>" for k in differing)
+        best = run.best_fid
+        best_cell = f"{best['fid']:.2f} (step {best['step']})" if best else "not evaluated"
+        last_step = run.log[-1]["step"] if run.log else 0
+        rows.append(f"<tr><td>{e(run.name)}</td><td>{last_step}</td>{cells}<td>{e(best_cell)}</td></tr>")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>GAN runs</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}</style></head><body>",
+        f"<h1>GAN runs ({len(runs)})</h1>",
+        "<h2>Runs</h2><table id='runs'><tr><th>run</th><th>logged step</th>"
+        f"{head}<th>best FID</th></tr>{''.join(rows)}</table>",
+        f"<h2>Losses</h2><img id='losses' alt='loss curves' src='{png_data_uri(loss_plot(runs))}'>",
+    ]
+    if any(run.metrics for run in runs):
+        parts.append(f"<h2>FID</h2><img id='fid' alt='FID against kimg' src='{png_data_uri(fid_plot(runs))}'>")
+    else:
+        parts.append("<h2>FID</h2><p>No run has been evaluated yet (python evaluate.py RUN_DIR).</p>")
+    parts.append("<h2>Latest samples</h2>")
+    for run in runs:
+        if run.latest_sample is not None:
+            step = ckpt.STEP_DIR.match(run.latest_sample.stem)
+            caption = f"{run.name}, step {int(step.group(1)) if step else '?'}"
+            uri = png_data_uri(run.latest_sample.read_bytes())
+            parts.append(f"<figure><img class='samples' alt='{e(caption)}' src='{uri}'>"
+                         f"<figcaption>{e(caption)}</figcaption></figure>")  # fmt: skip
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    parser = ArgumentParser(prog="python -m gan.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    args = parser.parse_args(argv)
+    runs = [RunSummary(path) for path in args.run_dirs]
+    page = render(runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(args.out)
+    print(f"wrote {args.out} ({len(runs)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
