@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gan import checkpoint as ckpt
 from gan.config import Config, to_dict
+from gan.augment import DiffAugment
 from gan.data import build_data, make_dataloader, to_float
 from gan.errors import GanError
 from gan.losses import build_loss
@@ -53,6 +54,9 @@ class StopRequest:
     def _handle(self, signum, frame):
         self.signum = signum
 
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a signal on another process"
+
     def agreed(self, accelerator) -> bool:
         """True on every process as soon as any process was signalled."""
         flag = torch.tensor(float(self.signum != 0), device=accelerator.device)
@@ -76,7 +80,8 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
     if G_ema is not None:
         G_ema.to(accelerator.device)
     z_dim = accelerator.unwrap_model(G).z_dim
-    return Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes), loader
+    augment = DiffAugment(cfg.augment.policy)
+    return Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes, augment=augment), loader
 
 
 def real_batches(loader, accelerator, batches_seen: int):
@@ -171,18 +176,18 @@ def train(cfg: Config, run_dir: Path) -> int:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
     )
     set_seed(cfg.train.seed, device_specific=True)  # each process: seed + rank
+    data = build_data(cfg)  # before the run folder is touched: bad data leaves no trace
     lock = open_run_dir(run_dir, cfg) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     stop = StopRequest()
     try:
-        return _train(cfg, run_dir, accelerator, stop)
+        return _train(cfg, run_dir, accelerator, stop, data)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest) -> int:
-    data = build_data(cfg)
+def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> int:
     loader = make_dataloader(data, cfg.train.batch_size)
     nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)
     if len(loader) == 0:
@@ -228,8 +233,9 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest) -> int:
         if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
             save_checkpoint(accelerator, run_dir, cfg, nets, state)
         if stopping:
-            accelerator.print(f"signal {stop.signum or 'on another rank'}: checkpoint written at step "
-                              f"{state.step}; exiting with code {EXIT_PREEMPTED} to be requeued")  # fmt: skip
+            accelerator.print(f"{stop.name()}: checkpoint written at step {state.step}; "
+                              f"exiting with code {EXIT_PREEMPTED} to be requeued")  # fmt: skip
+            logger.mark_preempting()
             exit_code = EXIT_PREEMPTED
             break
 

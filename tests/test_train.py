@@ -78,3 +78,30 @@ def test_generate_writes_the_images_asked_for(dcgan_run, tmp_path):
     run([PYTHON, "-m", "gan.generate", dcgan_run / "checkpoints" / "step-0000003", "--num", "9", "--out", grid],
         check=True)  # fmt: skip
     assert Image.open(grid).size == (3 * 30 + 2, 3 * 30 + 2)
+
+
+def test_image_folder_trains_and_reports_unreadable_files(tmp_path):
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (folder / label / "nested").mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / label / "nested" / f"{i}.png")
+    (folder / "cats" / "broken.png").write_bytes(b"not a png")
+    proc = train("dcgan_mnist", tmp_path / "run", *TINY, "data.name=image_folder", f"data.root={folder}",
+                 "data.resolution=32", "data.channels=3")  # fmt: skip
+    assert "skipped 1 unreadable image file(s)" in proc.stdout + proc.stderr
+    grid = Image.open(tmp_path / "run" / "samples" / "step-0000006.png")
+    assert grid.mode == "RGB"
+
+
+def test_torchvision_data_offline_fails_with_one_clear_line(tmp_path):
+    proc = run([PYTHON, "train.py", "--config", "configs/dcgan_mnist.yaml", "--run-dir", tmp_path / "run",
+                "data.name=fashion_mnist", f"data.root={tmp_path / 'data'}", "train.steps=1"], timeout=300)  # fmt: skip
+    if proc.returncode == 0:
+        pytest.skip("this machine has a network: Fashion-MNIST downloaded")
+    assert proc.returncode == 2
+    assert "could not download FashionMNIST" in proc.stderr and "mnist5k" in proc.stderr
+    assert "image_folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
