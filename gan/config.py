@@ -18,11 +18,16 @@ from gan.errors import GanError
 
 @dataclass
 class ModelConfig:
-    network: str = "dcgan"  # registry name: mlp, dcgan
+    network: str = "dcgan"  # registry name: mlp, dcgan, resnet
     z_dim: int = 100  # length of the noise vector z
     hidden_dim: int = 256  # mlp: width of the hidden layers
     g_channels: int = 64  # conv nets: G's base channel count
     d_channels: int = 64  # conv nets: D's base channel count
+    spectral_norm: bool = False  # spectral norm on D's conv/linear/embedding weights (Miyato et al. 2018)
+    conditional: bool = False  # class-conditional: conditional BatchNorm in G, projection D (dcgan, resnet)
+    # normalisation in D's hidden layers: batch, layer or none; None = the network's own (dcgan: batch,
+    # resnet and mlp: none). The gradient penalties need layer or none: they are per-image gradients.
+    d_norm: str | None = None
 
 
 @dataclass
@@ -36,7 +41,10 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "bce"  # registry name: bce (non-saturating GAN loss on logits)
+    name: str = "bce"  # registry name: bce (non-saturating), hinge, lsgan, wgan (Wasserstein critic)
+    gp_weight: float = 0.0  # WGAN-GP's lambda: weight of E[(|grad D(x_hat)| - 1)^2] on interpolates; 0 = off
+    r1_weight: float = 0.0  # R1's gamma: weight of gamma/2 E[|grad D(x_real)|^2]; 0 = off
+    r1_every: int = 1  # lazy R1: applied every r1_every-th D step, weighted by r1_every (StyleGAN2: 16)
 
 
 @dataclass
@@ -49,6 +57,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 2000  # total generator steps
+    n_critic: int = 1  # D steps per G step, each on its own real batch (WGAN-GP: 5)
     batch_size: int = 64  # images per batch, per process
     checkpoint_every: int = 500  # generator steps between checkpoints (one is always written at the end)
     sample_every: int = 250  # generator steps between fixed-noise sample grids
@@ -56,6 +65,9 @@ class TrainConfig:
     seed: int = 0  # random seed; each process adds its rank
     keep_checkpoints: int = 3  # how many of the newest complete checkpoints to keep
     ema_decay: float | None = 0.999  # decay of G_ema per step; None = no EMA copy
+    # EMA ramp-up: G_ema's time constant 1 / (1 - decay), in steps, is at most this fraction of the
+    # steps done, so early, fast-changing weights fade out; None = the constant ema_decay throughout
+    ema_rampup: float | None = None
     num_samples: int = 64  # images in the fixed-noise sample grid
     on_nonfinite: str = "stop"  # non-finite loss: stop (exit non-zero) or skip (drop the update)
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skips in a row
@@ -72,6 +84,20 @@ class WandbConfig:
 
 
 @dataclass
+class EvalConfig:
+    # torch-fidelity's Inception weights file (weights-inception-2015-12-05-6726825d.pth); None = the
+    # GAN_INCEPTION_WEIGHTS environment variable, the torch hub cache, a download, else offline weights
+    inception_weights: str | None = None
+
+
+@dataclass
+class AugmentConfig:
+    # DiffAugment (Zhao et al. 2020) on every image D sees, real and generated, in this order:
+    # any of translation, cutout, color; [] = none
+    policy: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     preset: str = "custom"  # the preset's name: the config file's stem unless set
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -79,7 +105,9 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # --------------------------------------------------------------------------- typing
@@ -226,11 +254,11 @@ def _positive(cfg: Config, *keys: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Ranges and enums; network/data compatibility is checked where the network is built."""
-    from gan.registry import DATASETS, LOSSES, NETWORKS  # the registries fill on import of gan.*
-
+    import gan.augment  # noqa: F401  (registers augmentations)
     import gan.data  # noqa: F401  (registers data sets)
     import gan.losses  # noqa: F401  (registers losses)
     import gan.networks  # noqa: F401  (registers networks)
+    from gan.registry import AUGMENTATIONS, DATASETS, LOSSES, NETWORKS  # filled by the imports above
 
     NETWORKS.get(cfg.model.network, "model.network")
     LOSSES.get(cfg.loss.name, "loss.name")
@@ -240,7 +268,7 @@ def validate(cfg: Config) -> None:
         "model.z_dim", "model.hidden_dim", "model.g_channels", "model.d_channels",
         "data.resolution", "data.limit", "optim.lr_g", "optim.lr_d",
         "train.steps", "train.batch_size", "train.checkpoint_every", "train.sample_every",
-        "train.log_every", "train.keep_checkpoints", "train.num_samples", "train.max_nonfinite_skips",
+        "train.n_critic", "loss.r1_every", "train.log_every", "train.keep_checkpoints", "train.num_samples", "train.max_nonfinite_skips",
     )  # fmt: skip
     _check(cfg.data.channels in (1, 3), f"data.channels must be 1 or 3, got {cfg.data.channels}")
     _check(
@@ -248,8 +276,11 @@ def validate(cfg: Config) -> None:
         f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}",
     )
     _check(cfg.train.seed >= 0, f"train.seed must be >= 0, got {cfg.train.seed}")
+    _validate_family(cfg, AUGMENTATIONS)
     decay = cfg.train.ema_decay
     _check(decay is None or 0 < decay < 1, f"train.ema_decay must be in (0, 1) or null, got {decay}")
+    rampup = cfg.train.ema_rampup
+    _check(rampup is None or rampup > 0, f"train.ema_rampup must be > 0 or null, got {rampup}")
     choices = ("stop", "skip")
     _check(
         cfg.train.on_nonfinite in choices,
@@ -259,4 +290,28 @@ def validate(cfg: Config) -> None:
     _check(
         cfg.wandb.mode in (None, *modes),
         f"wandb.mode: unknown value {cfg.wandb.mode!r}; choose one of: {', '.join(modes)} (or null)",
+    )
+
+
+def _validate_family(cfg: Config, augmentations) -> None:
+    """The keys of the GAN family: penalties, D's normalisation, augmentations."""
+    for key in ("gp_weight", "r1_weight"):
+        value = getattr(cfg.loss, key)
+        _check(value >= 0, f"loss.{key} must be >= 0, got {value}")
+    constrained = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0 or cfg.model.spectral_norm
+    _check(
+        cfg.loss.name != "wgan" or constrained,
+        "loss.name=wgan needs a constraint on D: set loss.gp_weight (WGAN-GP: 10), loss.r1_weight "
+        "or model.spectral_norm=true",
+    )
+    norms = ("batch", "layer", "none")
+    _check(
+        cfg.model.d_norm in (None, *norms),
+        f"model.d_norm: unknown value {cfg.model.d_norm!r}; choose one of: {', '.join(norms)} (or null)",
+    )
+    for name in cfg.augment.policy:
+        augmentations.get(name, "augment.policy")
+    _check(
+        len(set(cfg.augment.policy)) == len(cfg.augment.policy),
+        f"augment.policy lists a transform twice: {cfg.augment.policy}",
     )

@@ -35,3 +35,4 @@ class Registry:
 NETWORKS = Registry("network")
 LOSSES = Registry("loss")
 DATASETS = Registry("data set")
+AUGMENTATIONS = Registry("augmentation")

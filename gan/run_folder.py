@@ -17,7 +17,7 @@ from gan.errors import GanError
 # Keys that may change between launches of the same run: the length and cadence of training and
 # the tracking options. Everything else would make the checkpoints a different experiment.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
-                     "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "wandb.")  # fmt: skip
+                     "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "wandb.", "eval.")  # fmt: skip
 
 
 def check_run_dir(run_dir: Path) -> None:

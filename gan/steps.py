@@ -1,13 +1,21 @@
-"""The named parts of one training step: d_step, g_step, update_ema.
+"""The named parts of one training step: d_step (with regularize), g_step, update_ema.
 
 Each returns detached tensors for the logger; nothing here calls `.item()`, so the step
-never waits on the device except for the one finiteness check per optimizer step.
+never waits on the device except for the one finiteness check per optimizer step (and,
+under fp16 with a gradient penalty, one read of the GradScaler's scale).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from gan.losses import gradient_penalty, interpolate, r1_penalty
+
+
+def no_augment(images: torch.Tensor) -> torch.Tensor:
+    return images
 
 
 @dataclass
@@ -20,7 +28,8 @@ class Nets:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     z_dim: int
-    num_classes: int = 0  # > 0 for class-conditional networks
+    num_classes: int = 0  # classes in the data (checkpoints store it); G uses them if conditional
+    augment: Callable[[torch.Tensor], torch.Tensor] = no_augment  # DiffAugment on every input of D
 
 
 class NonFiniteLoss(Exception):
@@ -43,29 +52,84 @@ def sample_z(n: int, z_dim: int, device) -> torch.Tensor:
     return torch.randn(n, z_dim, device=device)
 
 
-def d_step(nets: Nets, loss_fn, real_img, labels, accelerator) -> dict:
-    """One D update on a real batch and a batch from the current G."""
+def run_D(nets: Nets, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """D's outputs on augmented images: real, generated and interpolated images all pass the same pipeline."""
+    return nets.D(nets.augment(images), labels)
+
+
+def d_step(nets: Nets, loss_fn, real_img, labels, accelerator, d_steps_done: int = 0) -> dict:
+    """One D update on a real batch and a batch from the current G, with the configured penalties.
+
+    d_steps_done counts the D steps before this one (the data position); lazy R1 runs when it is
+    a multiple of loss.r1_every.
+    """
+    r1_due = loss_fn.penalties.r1_due(d_steps_done)
     with torch.no_grad():  # no graph through G, and no DDP reducer armed for it
         gen_img = nets.G(sample_z(len(real_img), nets.z_dim, real_img.device), labels)
-    real_logits = nets.D(real_img, labels)
-    fake_logits = nets.D(gen_img, labels)
+    real_img = real_img.detach().requires_grad_(r1_due)  # R1 differentiates D(x) w.r.t. x
+    real_logits = run_D(nets, real_img, labels)
+    fake_logits = run_D(nets, gen_img, labels)
     with accelerator.autocast():
         d_loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
+    penalties = loss_fn.penalties
+    penalty, stats = regularize(nets, penalties, real_img, real_logits, gen_img, labels, accelerator, r1_due)
     nets.opt_D.zero_grad(set_to_none=True)
-    accelerator.backward(d_loss)
-    if not all_finite(d_loss, accelerator):
+    accelerator.backward(d_loss + penalty)
+    # Under fp16 an overflow in the scaled input gradients makes the penalty inf: the GradScaler then
+    # skips this update and lowers its scale, as for any overflow, so only the loss itself is checked.
+    checked = d_loss if accelerator.scaler is not None else d_loss + penalty
+    if not all_finite(checked, accelerator):
         nets.opt_D.zero_grad(set_to_none=True)
         raise NonFiniteLoss("d_loss")
     nets.opt_D.step()
-    return {
+    return stats | {
         "loss/D": d_loss.detach(),
-        "D/real_score": torch.sigmoid(real_logits.detach().float()).mean(),
-        "D/fake_score": torch.sigmoid(fake_logits.detach().float()).mean(),
+        "D/real_score": loss_fn.score(real_logits.detach().float()),
+        "D/fake_score": loss_fn.score(fake_logits.detach().float()),
     }
 
 
+def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, labels, accelerator, r1_due: bool):
+    """D's penalties for this step, weighted and summed, and their unweighted values for the log.
+
+    WGAN-GP: lambda * E[(|grad D(x_hat)| - 1)^2] on interpolates, every D step. Lazy R1:
+    (gamma / 2) * k * E[|grad D(x)|^2] on the real batch every k-th D step. Both differentiate
+    D(augment(x)) with respect to the un-augmented x. Under DDP the penalty's forward runs through
+    the DDP-wrapped D and its gradients are taken with create_graph=True; the one backward of the
+    D step then puts the penalty's gradient into .grad, where DDP averages it across processes.
+    """
+    total, stats = real_logits.new_zeros(()), {}
+    if penalties.gp_weight > 0:
+        x_hat = interpolate(real_img.detach(), gen_img.detach()).requires_grad_(True)
+        gp = gradient_penalty(input_gradients(run_D(nets, x_hat, labels), x_hat, accelerator))
+        total = total + penalties.gp_weight * gp
+        stats["penalty/gp"] = gp.detach()
+    if r1_due:
+        r1 = r1_penalty(input_gradients(real_logits, real_img, accelerator))
+        total = total + (penalties.r1_weight / 2 * penalties.r1_every) * r1
+        stats["penalty/r1"] = r1.detach()
+    return total, stats
+
+
+def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor, accelerator) -> torch.Tensor:
+    """d(sum of D's outputs)/d(inputs), keeping the graph so that a penalty on it trains D.
+
+    With a GradScaler (fp16) the outputs are scaled before autograd.grad and the gradients
+    unscaled after, as the PyTorch AMP examples prescribe for gradient penalties: unscaled
+    fp16 gradients could underflow to zero.
+    """
+    scaler = accelerator.scaler if accelerator is not None else None
+    total = outputs.float().sum()
+    if scaler is not None:
+        total = scaler.scale(total)
+    (grads,) = torch.autograd.grad(total, inputs, create_graph=True)
+    if scaler is not None:
+        grads = grads / scaler.get_scale()
+    return grads
+
+
 def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator) -> dict:
-    """One G update through a frozen D.
+    """One G update through a frozen D (on augmented images when augment.policy is set).
 
     D's weights need no gradient here, and under DDP its forward runs in `no_sync`
     so D does not all-reduce gradients it will never use.
@@ -74,7 +138,7 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator) -> dict:
     try:
         gen_img = nets.G(sample_z(batch_size, nets.z_dim, labels.device), labels)
         with accelerator.no_sync(nets.D):
-            fake_logits = nets.D(gen_img, labels)
+            fake_logits = run_D(nets, gen_img, labels)
             with accelerator.autocast():
                 g_loss = loss_fn.g_loss(fake_logits.float())
             nets.opt_G.zero_grad(set_to_none=True)
@@ -86,6 +150,27 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator) -> dict:
         raise NonFiniteLoss("g_loss")
     nets.opt_G.step()
     return {"loss/G": g_loss.detach()}
+
+
+def ema_avg_fn(decay: float, rampup: float | None):
+    """AveragedModel's multi_avg_fn: ema <- ema + (1 - d) * (param - ema), after `updates` earlier updates.
+
+    d = decay, or with a ramp-up min(decay, 1 - 1 / (rampup * updates)): the EMA's time constant
+    1 / (1 - d) never exceeds that fraction of training (like StyleGAN2's ema_rampup).
+    """
+
+    @torch.no_grad()
+    def update(ema_params: list, params: list, updates: torch.Tensor) -> None:
+        d = decay
+        if rampup is not None:  # AveragedModel reads n_averaged on the host each step anyway
+            d = min(decay, max(0.0, 1 - 1 / (rampup * float(updates))))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1 - d)
+        else:  # integer buffers (BatchNorm's num_batches_tracked)
+            for ema, param in zip(ema_params, params, strict=True):
+                ema.copy_(ema * d + param * (1 - d))
+
+    return update
 
 
 def update_ema(nets: Nets, accelerator) -> None:

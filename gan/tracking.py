@@ -144,7 +144,13 @@ class RunLogger:
             self.jsonl.close()
             if self.tracker_ok:
                 try:
-                    self.accelerator.end_training()
+                    # Not accelerator.end_training(): it also destroys the process group, which the
+                    # other processes still need to leave the loop together.
+                    for tracker in self.accelerator.trackers:
+                        tracker.finish()
+                    import wandb
+
+                    wandb.teardown()  # now, not in an atexit hook that a launcher's SIGTERM can cut short
                 except Exception as err:
                     self._warn_once("finish", err)
 

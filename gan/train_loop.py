@@ -15,19 +15,19 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from gan import checkpoint as ckpt
-from gan.config import Config, to_dict
 from gan.augment import DiffAugment
+from gan.config import Config, to_dict
 from gan.data import build_data, make_dataloader, to_float
 from gan.errors import GanError
 from gan.losses import build_loss
 from gan.networks import build_networks
 from gan.run_folder import open_run_dir, write_atomic
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
-from gan.steps import Nets, NonFiniteLoss, d_step, g_step, grad_norm, update_ema
+from gan.steps import Nets, NonFiniteLoss, d_step, ema_avg_fn, g_step, grad_norm, update_ema
 from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
 
 EXIT_PREEMPTED = 75  # stopped by SIGTERM/SIGUSR1 after a checkpoint: requeue and relaunch to resume
@@ -72,7 +72,8 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
     G, D = build_networks(cfg, num_classes)
     G_ema = None
     if cfg.train.ema_decay is not None:
-        G_ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        average = ema_avg_fn(cfg.train.ema_decay, cfg.train.ema_rampup)
+        G_ema = AveragedModel(G, multi_avg_fn=average, use_buffers=True)
         G_ema.requires_grad_(False)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=tuple(cfg.optim.betas))
@@ -206,12 +207,12 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> 
     exit_code = 0
 
     while state.step < cfg.train.steps:
-        real_uint8, labels = next(batches)
-        state.batches_seen += 1
-        real_img = to_float(real_uint8)
         try:
-            stats = d_step(nets, loss_fn, real_img, labels, accelerator)
-            stats |= g_step(nets, loss_fn, len(real_img), labels, accelerator)
+            for _ in range(cfg.train.n_critic):  # each D step draws its own real batch
+                real_uint8, labels = next(batches)
+                d_steps_done, state.batches_seen = state.batches_seen, state.batches_seen + 1
+                stats = d_step(nets, loss_fn, to_float(real_uint8), labels, accelerator, d_steps_done)
+            stats |= g_step(nets, loss_fn, len(real_uint8), labels, accelerator)  # the last batch's labels
         except NonFiniteLoss as err:
             exit_code = handle_nonfinite(cfg, state, err, accelerator)
             if exit_code:
@@ -240,12 +241,12 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> 
             break
 
     progress.close()
-    logger.close()
     if accelerator.num_processes > 1:
         check_replicas(accelerator, nets, run_dir)
     if exit_code == 0 and accelerator.is_main_process:
         write_atomic(run_dir / FINISHED_MARKER, f"{state.step}\n")
-    accelerator.wait_for_everyone()
+    logger.close()
+    accelerator.wait_for_everyone()  # on a stop, no process exits before the W&B run is closed
     return exit_code
 
 

@@ -1,17 +1,33 @@
 """Generator/discriminator pairs, one module per family, registered in NETWORKS."""
 
 from gan.errors import GanError
-from gan.networks import dcgan, mlp  # noqa: F401  (register the families)
+from gan.networks import dcgan, mlp, resnet  # noqa: F401  (register the families)
+from gan.networks.layers import add_spectral_norm
 from gan.registry import NETWORKS
+
+CONDITIONAL_FAMILIES = ("dcgan", "resnet")
 
 
 def build_networks(cfg, num_classes: int = 0):
     """(G, D) for cfg.model.network at cfg.data's resolution and channels.
 
     G(z, labels) -> images in [-1, 1]; D(images, labels) -> one logit per image.
-    Unconditional networks ignore the labels.
+    Unconditional networks ignore the labels. A class-conditional G has num_classes > 0.
     """
+    if cfg.model.conditional:
+        check_conditional(cfg, num_classes)
     G, D = NETWORKS.get(cfg.model.network, "model.network")(cfg, num_classes)
     if not hasattr(G, "z_dim"):
         raise GanError(f"model.network={cfg.model.network}: G must expose z_dim")
+    if cfg.model.spectral_norm:
+        add_spectral_norm(D)
     return G, D
+
+
+def check_conditional(cfg, num_classes: int) -> None:
+    if cfg.model.network not in CONDITIONAL_FAMILIES:
+        raise GanError(f"model.conditional=true: model.network={cfg.model.network} has no conditional variant; "
+                       f"choose one of: {', '.join(CONDITIONAL_FAMILIES)}")  # fmt: skip
+    if num_classes < 2:
+        raise GanError(f"model.conditional=true needs labelled data, but data.name={cfg.data.name} has "
+                       f"{num_classes} class (image_folder: one sub-folder per class)")  # fmt: skip

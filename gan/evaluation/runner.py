@@ -1,0 +1,302 @@
+"""Which checkpoints to evaluate, the per-checkpoint loop and watch mode.
+
+Under `accelerate launch` every process runs this loop. Decisions that read the file system
+(the weights to use, which checkpoints are new, whether training finished) are made on the
+main process and broadcast, so all processes evaluate the same checkpoints in the same order;
+each process generates and extracts its share of the images (see features.py).
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+
+from gan import checkpoint as ckpt
+from gan.config import Config
+from gan.errors import GanError
+from gan.evaluation import results
+from gan.evaluation.features import create_extractor, generated_features
+from gan.evaluation.inception import resolve_weights
+from gan.evaluation.metrics import METRICS, MetricSettings, check_sizes, compute_metrics, feature_layers
+from gan.evaluation.real_stats import real_images, real_stats
+from gan.evaluation.wandb_log import EvalLogger
+from gan.generate import load_generator
+from gan.run_folder import stored_config
+
+FINISHED_MARKER = "FINISHED"  # written by the training loop when it reaches train.steps
+ARCHITECTURE_KEYS = ("model", "data.resolution", "data.channels")
+
+
+@dataclass
+class EvalOptions:
+    run_dir: Path
+    metrics: tuple[str, ...] = METRICS
+    num_samples: int = 10000  # generated images per checkpoint
+    num_real: int | None = None  # real images for the statistics; None = the whole training set
+    checkpoints: str = "all"  # all, latest, or comma-separated steps
+    watch: bool = False  # keep polling for new checkpoints until training finishes
+    batch_size: int = 64  # images per generator and Inception batch, per process
+    seed: int = 0  # noise seed of the generated images
+    kid_subset_size: int = 1000  # images per KID subset (torch-fidelity's default)
+    poll_seconds: float = 30.0  # --watch: seconds between looks for new checkpoints
+
+
+def on_main(accelerator, fn):
+    """fn() on the main process; its result, or its GanError, on every process."""
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = fn()
+        except GanError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:
+        result, error = broadcast_object_list([result, error])
+    if error:
+        raise GanError(error)
+    return result
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+def run_config(opts: EvalOptions, accelerator) -> Config:
+    """The run's config.yaml; --watch waits for a training run that has not written it yet."""
+    run_dir = opts.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GanError(f"{str(run_dir)!r} is a file; give a run folder (the --run-dir of train.py)")
+    waited = False
+    while not (run_dir / "config.yaml").exists():
+        if not opts.watch:
+            what = "does not exist" if not run_dir.exists() else "has no config.yaml"
+            raise GanError(f"run folder {str(run_dir)!r} {what}; give the --run-dir of train.py")
+        if not waited:
+            accelerator.print(f"waiting for {run_dir / 'config.yaml'} ...")
+            waited = True
+        time.sleep(opts.poll_seconds)
+    return stored_config(run_dir)
+
+
+def training_finished(run_dir: Path) -> bool:
+    """FINISHED exists and names at least the configured train.steps (a resumed, longer run is not finished)."""
+    marker = run_dir / FINISHED_MARKER
+    if not marker.exists():
+        return False
+    try:
+        return int(marker.read_text().strip()) >= stored_config(run_dir).train.steps
+    except (ValueError, OSError, GanError):
+        return True
+
+
+def parse_checkpoints(text: str) -> str | set[int]:
+    if text in ("all", "latest"):
+        return text
+    try:
+        steps = {int(s) for s in text.split(",") if s.strip()}
+    except ValueError:
+        steps = set()
+    if not steps or min(steps) < 0:
+        raise GanError(f"--checkpoints {text!r}: give all, latest, or comma-separated steps such as 500,1000")
+    return steps
+
+
+def pending(opts: EvalOptions, settings: dict, skipped) -> tuple[list[tuple[int, Path]], bool]:
+    """(checkpoints to evaluate now, whether training had finished before they were listed)."""
+    finished = training_finished(opts.run_dir)  # read first: the last checkpoint precedes FINISHED
+    complete = ckpt.list_checkpoints(opts.run_dir)
+    which = parse_checkpoints(opts.checkpoints)
+    if not complete and not opts.watch:
+        raise GanError(f"run folder {str(opts.run_dir)!r} has no complete checkpoint under checkpoints/ "
+                       "(training writes one every train.checkpoint_every steps; --watch waits for them)")  # fmt: skip
+    if which == "latest":
+        chosen = complete[-1:]
+    elif which == "all":
+        chosen = complete
+    else:
+        chosen = [c for c in complete if c[0] in which]
+        missing = sorted(which - {s for s, _ in complete})
+        if missing and (finished or not opts.watch):
+            have = ", ".join(str(s) for s, _ in complete) or "none"
+            raise GanError(f"--checkpoints: no complete checkpoint for step(s) {', '.join(map(str, missing))} "
+                           f"in {str(opts.run_dir / 'checkpoints')!r}; complete: {have}")  # fmt: skip
+    done = results.evaluated_steps(results.read_records(opts.run_dir), settings)
+    return [(s, p) for s, p in chosen if s not in done and s not in skipped], finished
+
+
+def check_architecture(ckpt_cfg: Config, run_cfg: Config, path: Path) -> None:
+    """A checkpoint must come from this run's networks and image shape: the real statistics depend on it."""
+    from gan.config import flatten, to_dict
+
+    old, new = flatten(to_dict(run_cfg)), flatten(to_dict(ckpt_cfg))
+    changed = [k for k in new if k.startswith(ARCHITECTURE_KEYS) and old.get(k) != new[k]]
+    if changed:
+        diffs = ", ".join(f"{k}={new[k]!r} (config.yaml: {old.get(k)!r})" for k in changed)
+        raise GanError(f"checkpoint {path.name} was trained with {diffs}: a checkpoint from another run")
+
+
+# --------------------------------------------------------------------------- one invocation
+
+
+class Session:
+    """What one invocation shares across checkpoints. The extractor and the real statistics are
+    built on first need, so a call that finds nothing new to evaluate loads neither."""
+
+    def __init__(self, accelerator, opts: EvalOptions, cfg: Config, settings: MetricSettings, weights, layers):
+        self.accelerator, self.opts, self.cfg = accelerator, opts, cfg
+        self.settings, self.weights, self.layers = settings, weights, layers
+        self.extractor = self.real = None
+        self.skipped: dict[int, str] = {}  # step -> why it could not be evaluated
+        self.printed_header = False
+
+    def print(self, *args, **kwargs) -> None:
+        self.accelerator.print(*args, **kwargs, flush=True)
+
+    def prepare(self) -> None:
+        if self.extractor is not None:
+            return
+        device = self.accelerator.device
+        self.extractor = create_extractor(self.weights, sorted(set(self.layers.values())), device)
+        if not {"fid", "kid"} & self.layers.keys():
+            return
+        images = real_images(self.cfg, self.opts.num_real)
+        check_sizes(self.settings, self.layers.keys(), len(images), self.accelerator.num_processes)
+        layer = self.layers.get("fid") or self.layers["kid"]
+        start = time.perf_counter()
+        self.real = real_stats(self.cfg, images, self.extractor, self.weights.tag, layer, self.opts.batch_size,
+                               self.accelerator)  # fmt: skip
+        if self.accelerator.is_main_process:
+            how = "loaded from" if self.real.from_cache else f"computed in {time.perf_counter() - start:.1f} s into"
+            self.print(f"real-data statistics ({len(images)} images): {how} {self.real.path}")
+
+    def load(self, step: int, path: Path):
+        """(G, None) on every process, or (None, why) on every process when any of them failed."""
+        G, outcome = None, None
+        try:
+            G, ckpt_cfg, _ = load_generator(path, self.accelerator.device)
+            check_architecture(ckpt_cfg, self.cfg, path)
+        except GanError as err:
+            # Rotation deletes old checkpoints while training runs: gone is not corrupt.
+            outcome = ("gone", "removed (checkpoint rotation) before it was evaluated") if not path.exists() \
+                else ("bad", str(err))  # fmt: skip
+        outcomes = gather_object([outcome]) if self.accelerator.num_processes > 1 else [outcome]
+        failures = [o for o in outcomes if o is not None]
+        if not failures:
+            return G, None
+        return None, next((o for o in failures if o[0] == "bad"), failures[0])
+
+    def evaluate(self, step: int, path: Path) -> dict | None:
+        """The record of one checkpoint (on the main process), or None when it was skipped."""
+        G, failure = self.load(step, path)
+        if failure is not None:
+            kind, why = failure
+            self.print(f"skipped {path.name}: {why}", file=sys.stderr)
+            if kind == "bad":
+                self.skipped[step] = why
+            return None
+        self.prepare()
+        start = time.perf_counter()
+        n = self.opts.num_samples
+        gen = torch.Generator().manual_seed(self.opts.seed)  # the same z for every checkpoint and world size
+        z = torch.randn(n, G.z_dim, generator=gen)
+        num_classes = int(getattr(G, "num_classes", 0))
+        labels = torch.randint(num_classes, (n,), generator=gen) if num_classes else torch.zeros(n, dtype=torch.long)
+        self.check_image_shape(G, z, labels, path)
+        fake = generated_features(G, self.extractor, z, labels, self.opts.batch_size, self.accelerator)
+        if not self.accelerator.is_main_process:
+            return None
+        numbers = compute_metrics(fake, self.real, self.settings, self.layers)
+        meta = ckpt.read_meta(path).meta if path.exists() else {}
+        return {"step": step, "kimg": meta.get("kimg"), **numbers, "num_samples": n,
+                "checkpoint": str(path.relative_to(self.opts.run_dir)), "settings": self.settings.as_dict(),
+                "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+
+    def check_image_shape(self, G, z, labels, path: Path) -> None:
+        shape = (self.cfg.data.channels, self.cfg.data.resolution, self.cfg.data.resolution)
+        with torch.no_grad():
+            got = tuple(G(z[:1].to(self.accelerator.device), labels[:1].to(self.accelerator.device)).shape[1:])
+        if got != shape:
+            raise GanError(f"checkpoint {path.name} generates {got} images, the run's data are {shape}")
+
+    def report(self, record: dict, logger: EvalLogger) -> None:
+        results.append_record(self.opts.run_dir, record)
+        best = results.best_record(results.read_records(self.opts.run_dir), record["settings"])
+        if best is not None:
+            results.write_best(self.opts.run_dir, best)
+        logger.log(record)
+        if not self.printed_header:
+            self.print(results.table_header())
+            self.printed_header = True
+        self.print(results.table_row(record))
+
+
+def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
+    """(settings, weights, {metric: layer}); IS is dropped, with one line saying why, without a classifier."""
+    weights = on_main(accelerator, lambda: resolve_weights(cfg.eval.inception_weights))
+    metrics = opts.metrics
+    if "is" in metrics and not weights.has_classifier:
+        accelerator.print(f"IS unavailable: the offline Inception weights ({weights.tag}, {weights.note}) have no "
+                          "1008-way classifier; set GAN_INCEPTION_WEIGHTS to torch-fidelity's "
+                          "weights-inception-2015-12-05-6726825d.pth for IS. FID and KID are computed.")  # fmt: skip
+        metrics = tuple(m for m in metrics if m != "is")
+        if not metrics:
+            raise GanError("--metrics is: IS cannot be computed with the offline Inception weights (see above)")
+    elif weights.note:
+        accelerator.print(f"Inception weights: {weights.describe}; {weights.note}")
+    settings = MetricSettings(metrics=opts.metrics, num_samples=opts.num_samples, num_real=opts.num_real,
+                              seed=opts.seed, kid_subset_size=opts.kid_subset_size, weights=weights.tag)  # fmt: skip
+    check_sizes(settings, metrics, opts.num_real or math.inf, accelerator.num_processes)
+    return settings, weights, feature_layers(metrics, settings.feature_extractor)
+
+
+def run(opts: EvalOptions) -> int:
+    """Evaluate the chosen checkpoints of opts.run_dir; with --watch, until training finishes."""
+    accelerator = Accelerator(log_with="wandb")
+    cfg = run_config(opts, accelerator)
+    settings, weights, layers = resolve_settings(accelerator, opts, cfg)
+    session = Session(accelerator, opts, cfg, settings, weights, layers)
+    logger = EvalLogger(accelerator, opts.run_dir, cfg)
+    evaluated = 0
+    if opts.watch:
+        session.print(f"watching {opts.run_dir / 'checkpoints'} every {opts.poll_seconds:g} s until training "
+                      "finishes (Ctrl-C stops)")  # fmt: skip
+    try:
+        while True:
+            todo, finished = on_main(accelerator, lambda: pending(opts, settings.as_dict(), session.skipped))
+            for step, path in todo:
+                record = session.evaluate(step, path)
+                if record is not None:
+                    session.report(record, logger)
+                    evaluated += 1
+            if not opts.watch or finished:  # finished was read before listing: nothing can follow
+                break
+            time.sleep(opts.poll_seconds)
+    except KeyboardInterrupt:
+        session.print("stopped (Ctrl-C)")
+        return 0 if opts.watch else 130
+    finally:
+        logger.close()
+    summarize(session, evaluated)
+    return 0
+
+
+def summarize(session: Session, evaluated: int) -> None:
+    """The best checkpoint, what was already there, and (as the exit status) what had to be skipped."""
+    run_dir, settings = session.opts.run_dir, session.settings.as_dict()
+    records = [r for r in results.read_records(run_dir) if r.get("settings") == settings]
+    if evaluated == 0 and records and not session.skipped:
+        session.print(f"nothing new to evaluate: {len(records)} checkpoint(s) already in "
+                      f"{run_dir / results.METRICS_FILE} with these settings")  # fmt: skip
+        session.print(results.table_header())
+        for record in sorted(records, key=lambda r: r["step"]):
+            session.print(results.table_row(record))
+    best = results.best_record(records, settings)
+    if best is not None:
+        session.print(f"best: step {best['step']} (fid {best['fid']:.4g}) -> {run_dir / results.BEST_FILE}")
+    if session.skipped:
+        listed = "; ".join(f"step {s}: {why}" for s, why in sorted(session.skipped.items()))
+        raise GanError(f"{len(session.skipped)} checkpoint(s) could not be evaluated ({listed}); "
+                       f"the other {evaluated} were")

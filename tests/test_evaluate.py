@@ -1,0 +1,190 @@
+"""evaluate.py on tiny real runs: metrics.jsonl, skipping, the shared real-data cache, W&B, two processes,
+watch mode beside training, and bad input. 16 generated and 16 real images per checkpoint keep Inception
+(~10 images/s here) short; the offline Inception weights are converted once per test session.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, snapshot, train
+from safetensors.torch import save_file
+from wandb_records import history, wandb_files
+
+SMALL = ["--num-samples", "16", "--num-real", "16", "--kid-subset-size", "8", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """The same folder as tests/test_evaluate_metrics.py uses."""
+    return tmp_path_factory.getbasetemp() / "gan-cache"
+
+
+def eval_env(cache, **extra) -> dict:
+    return base_env(GAN_CACHE_DIR=str(cache), GAN_OFFLINE="1", ACCELERATE_USE_CPU="1", **extra)
+
+
+def evaluate_cmd(run_dir, *args, processes: int = 1) -> list:
+    if processes == 1:
+        return [PYTHON, "evaluate.py", run_dir, *args]
+    return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            "evaluate.py", run_dir, *args]  # fmt: skip
+
+
+def evaluate(cache, run_dir, *args, processes: int = 1, env=None, check=True):
+    return run(evaluate_cmd(run_dir, *args, processes=processes), env=env or eval_env(cache), check=check)
+
+
+def records(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_user_error(proc, *phrases) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr
+    for phrase in phrases:
+        assert phrase in last, last
+    return last
+
+
+@pytest.fixture(scope="module")
+def evaluated(dcgan_run, cache, tmp_path_factory):
+    """A copy of the tiny DCGAN run (checkpoints at steps 3 and 6), evaluated once."""
+    run_dir = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(dcgan_run, run_dir)
+    proc = evaluate(cache, run_dir, *SMALL)
+    return run_dir, proc
+
+
+def test_metrics_jsonl_best_json_and_a_second_call_that_skips(evaluated, cache):
+    run_dir, first = evaluated
+    rows = records(run_dir)
+    assert [r["step"] for r in rows] == [3, 6]
+    for r in rows:
+        assert {"step", "kimg", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "num_samples", "checkpoint"} <= set(r)
+        assert r["fid"] > 0 and r["kid_std"] >= 0 and r["num_samples"] == 16
+        assert r["is_mean"] is None  # offline weights have no classifier: reported, not guessed
+        assert (run_dir / r["checkpoint"] / "meta.json").exists()
+    assert rows[1]["kimg"] == pytest.approx(6 * 16 / 1000)
+    assert "IS unavailable" in first.stdout and "step-0000006" in first.stdout
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["fid"] == min(r["fid"] for r in rows) and best["step"] in (3, 6)
+
+    before, cached = snapshot(run_dir), snapshot(cache / "real-stats")
+    second = evaluate(cache, run_dir, *SMALL)
+    assert "nothing new to evaluate: 2 checkpoint(s)" in second.stdout
+    assert snapshot(run_dir) == before and snapshot(cache / "real-stats") == cached
+
+
+def test_real_statistics_are_shared_across_runs_and_numbers_reach_wandb(evaluated, dcgan_run, cache, tmp_path):
+    run_dir = tmp_path / "other"
+    shutil.copytree(dcgan_run, run_dir)
+    (run_dir / "wandb_run_id.txt").write_text("evaltest0001")
+    cached = snapshot(cache / "real-stats")
+    proc = evaluate(cache, run_dir, *SMALL, "--checkpoints", "latest", "--metrics", "kid",
+                    env=eval_env(cache, WANDB_MODE="offline"))  # fmt: skip
+    assert "real-data statistics (16 images): loaded from" in proc.stdout
+    assert snapshot(cache / "real-stats") == cached
+    (row,) = records(run_dir)
+    reference = records(evaluated[0])[1]  # the same G, noise and real images
+    assert row["step"] == 6 and row["fid"] is None
+    assert row["kid_mean"] == pytest.approx(reference["kid_mean"], rel=1e-6)
+    (wandb_file,) = wandb_files(run_dir)
+    logged = [r for r in history(wandb_file) if "eval/kid_mean" in r]
+    assert [(r["train/step"], r["eval/kid_mean"]) for r in logged] == [(6, pytest.approx(row["kid_mean"]))]
+
+
+def test_two_processes_give_the_numbers_of_one(evaluated, dcgan_run, cache, tmp_path):
+    run_dir, fresh = tmp_path / "run", tmp_path / "cache"
+    shutil.copytree(dcgan_run, run_dir)
+    (fresh / "inception").parent.mkdir()
+    (fresh / "inception").symlink_to(cache / "inception")  # reuse the conversion; real statistics afresh
+    proc = evaluate(fresh, run_dir, *SMALL, "--checkpoints", "6", processes=2, env=eval_env(fresh))
+    assert "real-data statistics (16 images): computed" in proc.stdout
+    (two,) = records(run_dir)
+    one = records(evaluated[0])[1]
+    for key in ("fid", "kid_mean", "kid_std"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+
+
+@pytest.mark.parametrize("case", ["no checkpoints", "N below KID subset", "unknown metric", "unknown step"])
+def test_bad_input_is_one_line_and_exit_2(case, dcgan_run, cache, tmp_path):
+    run_dir, args = dcgan_run, [*SMALL]
+    if case == "no checkpoints":
+        run_dir = tmp_path / "empty"
+        run_dir.mkdir()
+        shutil.copy(dcgan_run / "config.yaml", run_dir)
+    elif case == "N below KID subset":
+        args = ["--num-samples", "16", "--kid-subset-size", "1000"]
+    elif case == "unknown metric":
+        args += ["--metrics", "fid,precision"]
+    else:
+        args += ["--checkpoints", "4"]
+    before = snapshot(run_dir)
+    proc = evaluate(cache, run_dir, *args, check=False)
+    phrases = {"no checkpoints": ["no complete checkpoint"], "N below KID subset": ["--num-samples 16", "1000"],
+               "unknown metric": ["precision", "fid, kid, is"], "unknown step": ["step(s) 4", "complete: 3, 6"]}  # fmt: skip
+    assert_user_error(proc, *phrases[case])
+    assert snapshot(run_dir) == before
+
+
+def test_corrupt_and_foreign_checkpoints_are_skipped_named_and_the_rest_evaluated(dcgan_run, cache, tmp_path):
+    from gan.checkpoint import state_dict_for_file
+    from gan.config import load_config
+    from gan.networks import build_networks
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(dcgan_run, run_dir)
+    ckpts = run_dir / "checkpoints"
+    g_ema = ckpts / "step-0000003" / "G_ema.safetensors"
+    g_ema.write_bytes(g_ema.read_bytes()[:1000])  # cut short, as by a full disk
+    shutil.copytree(ckpts / "step-0000006", ckpts / "step-0000009")
+    meta = json.loads((ckpts / "step-0000009" / "meta.json").read_text())
+    (ckpts / "step-0000009" / "meta.json").write_text(json.dumps({**meta, "step": 9}))
+    mlp_G, _ = build_networks(load_config(ROOT / "configs" / "vanilla_mnist.yaml"), 0)
+    save_file(state_dict_for_file(mlp_G), ckpts / "step-0000009" / "G_ema.safetensors")  # another architecture
+
+    proc = evaluate(cache, run_dir, *SMALL, "--metrics", "kid", check=False)
+    last = assert_user_error(proc, "2 checkpoint(s) could not be evaluated", "step 3:", "step 9:", "other 1 were")
+    assert "not a valid safetensors file" in last and "does not fit the configured network" in last
+    assert "skipped step-0000003" in proc.stderr and "skipped step-0000009" in proc.stderr
+    assert [r["step"] for r in records(run_dir)] == [6]
+
+
+def test_watch_evaluates_every_checkpoint_once_beside_training_and_exits(cache, tmp_path):
+    run_dir = tmp_path / "run"
+    watcher = subprocess.Popen(
+        [PYTHON, "evaluate.py", run_dir, *SMALL, "--metrics", "kid", "--watch", "--poll-seconds", "1"],
+        cwd=ROOT, env=eval_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        train("dcgan_mnist", run_dir, *TINY, "train.steps=9", "train.keep_checkpoints=10")
+        out, err = watcher.communicate(timeout=300)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, out + err
+    assert [r["step"] for r in records(run_dir)] == [3, 6, 9]
+
+
+def test_watch_stops_on_ctrl_c(evaluated, cache, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated[0], run_dir)
+    (run_dir / "FINISHED").unlink()  # as if training were still running
+    watcher = subprocess.Popen([PYTHON, "evaluate.py", run_dir, *SMALL, "--watch", "--poll-seconds", "1"],
+                               cwd=ROOT, env=eval_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        assert any("watching" in line for line in watcher.stdout), "the watcher never started watching"
+        time.sleep(2)  # at least one poll
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, out + err
+    assert "stopped (Ctrl-C)" in out and "Traceback" not in err
