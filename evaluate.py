@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", default="fid,kid,is", help="comma-separated: fid, kid, is")
     parser.add_argument("--num-samples", type=int, default=10000, help="generated images per checkpoint")
     parser.add_argument("--num-real", type=int, default=None,
-                        help="real images for the statistics (a fixed random subset); default: the whole training set")
+                        help="real images for the statistics (a fixed random subset); default: all of them")
     parser.add_argument("--checkpoints", default="all", help="all, latest, or comma-separated steps (500,1000)")
     parser.add_argument("--watch", action="store_true", help="keep evaluating new checkpoints until training ends")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch and process")

@@ -14,8 +14,10 @@ Accelerate's `save_state` pickles RNG and sampler objects, so we do not use it h
 
 import json
 import os
+import pickle
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,9 +97,10 @@ def finish_save(run_dir: Path, tmp: Path, step: int, networks: dict, state: dict
     for path in tmp.iterdir():
         _fsync(path)
     final = checkpoints_dir(run_dir) / step_name(step)
-    if final.exists():  # the same step saved before (e.g. a signal right after a scheduled save)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return final
+    if final.exists():  # a checkpoint of this step that resume skipped as bad: kept aside, not reused
+        aside = final.with_name(f"{final.name}.bad")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(final, aside)
     os.rename(tmp, final)
     _fsync(final.parent)
     return final
@@ -107,7 +110,15 @@ def rotate(run_dir: Path, keep: int) -> None:
     """Keep the newest `keep` complete checkpoints; the newest is never deleted."""
     complete = list_checkpoints(run_dir)
     for _, path in complete[: max(0, len(complete) - max(keep, 1))]:
-        shutil.rmtree(path, ignore_errors=True)
+        discard(path)
+
+
+def discard(path: Path) -> None:
+    """Rename, then delete: a kill -9 part-way leaves a temporary folder, never a half checkpoint."""
+    doomed = path.with_name(f"{TMP_PREFIX}old-{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- loading
@@ -147,30 +158,56 @@ def load_tensors(path: Path) -> dict:
     except FileNotFoundError:
         raise _bad(path, "is missing") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        if _looks_pickled(path):
+            raise _bad(path, "holds a pickle (torch.save) payload, not safetensors; refused, nothing was run") from None
         raise _bad(path, f"is not a valid safetensors file ({str(err).splitlines()[0][:120]})") from None
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A pickle starts with PROTO (0x80, 2..5) and an opcode; torch.save's zip archive with PK.
+    (A safetensors file starts with its header length, whose third byte is 0 for any real header.)"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return (len(head) == 4 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[2] != 0) or head == b"PK\x03\x04"
 
 
 def load_plain(path: Path) -> dict:
     """A torch file of plain tensors and containers; a pickle that would run code is refused."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise _bad(path, "is missing") from None
-    except Exception as err:  # UnpicklingError for payloads; RuntimeError/EOFError for truncation
-        reason = "carries a pickle payload that is not plain data" if "Unsupported" in str(err) or "global" in str(
-            err
-        ) else f"is corrupt ({err.__class__.__name__})"
-        raise _bad(path, f"{reason}; refused") from None
+    except Exception as err:  # UnpicklingError for a payload; RuntimeError/EOFError/... for a truncated file
+        text = str(err)
+        if isinstance(err, pickle.UnpicklingError) and "truncated" not in text:
+            found = re.search(r"(?i)unsupported (?:GLOBAL [\w.]+|[^\n]{0,60})", text)
+            detail = f" ({found.group(0).strip()[:100]})" if found else ""
+            raise _bad(path, f"holds a pickle payload that is not plain tensors and containers{detail}; "
+                             "refused, nothing was run") from None  # fmt: skip
+        raise _bad(path, f"is corrupt or truncated ({err.__class__.__name__}); refused") from None
+
+
+def read_network(module: torch.nn.Module, path: Path) -> dict:
+    """The tensors of a safetensors file, checked against module's names and shapes; module is unchanged."""
+    tensors = load_tensors(path)
+    expected = module.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in tensors]
+    problems += [f"unexpected {k}" for k in tensors if k not in expected]
+    problems += [f"{k} has shape {tuple(tensors[k].shape)}, the network's is {tuple(v.shape)}"
+                 for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]  # fmt: skip
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise _bad(path, f"does not fit the configured network ({'; '.join(problems[:2])}{more})")
+    return tensors
 
 
 def load_network(module: torch.nn.Module, path: Path) -> None:
-    tensors = load_tensors(path)
-    try:
-        module.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise _bad(path, f"does not fit the configured network ({detail[:160]})") from None
+    module.load_state_dict(read_network(module, path), strict=True)
 
 
 def resolve_checkpoint(path: Path) -> Checkpoint:

@@ -69,7 +69,10 @@ def main(argv=None) -> int:
     if args.label is None and num_classes:
         labels = torch.randint(num_classes, (args.num,), generator=gen)
     images = generate_images(G, z, labels, args.batch_size)
-    write_images(images, args.out)
+    try:
+        write_images(images, args.out)
+    except OSError as err:  # a parent that is a file, a read-only or full disk
+        raise GanError(f"--out {str(args.out)!r} cannot be written ({err.strerror or err})") from None
     print(f"wrote {args.num} images from {found.path} (step {found.step}) to {args.out}")
     return 0
 

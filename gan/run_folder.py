@@ -25,6 +25,8 @@ def check_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise GanError(f"--run-dir {str(run_dir)!r} is a file, not a folder")
     probe = run_dir if run_dir.exists() else next((p for p in run_dir.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise GanError(f"--run-dir {str(run_dir)!r} cannot be created: {str(probe)!r} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise GanError(f"--run-dir {str(run_dir)!r} cannot be written to ({str(probe)!r} is not writable)")
 
@@ -85,9 +87,12 @@ def open_run_dir(run_dir: Path, cfg: Config) -> RunLock:
     old = stored_config(run_dir) if run_dir.is_dir() else None
     if old is not None:
         check_same_experiment(old, cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir)
-    lock.acquire()
+    try:  # os.access says yes to root in /proc, /sys or a read-only mount; the kernel says no
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        lock.acquire()
+    except OSError as err:
+        raise GanError(f"--run-dir {str(run_dir)!r} cannot be written to ({err.strerror})") from None
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
     write_atomic(run_dir / "config.yaml", to_yaml(cfg))

@@ -126,48 +126,83 @@ def save_checkpoint(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: 
     accelerator.wait_for_everyone()
 
 
-def load_checkpoint(accelerator, path: Path, nets: Nets) -> TrainState:
-    """Restore everything saved by save_checkpoint. Raises GanError naming a bad file."""
+def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
+    """Every file of a checkpoint, read and checked against this run; nothing is changed yet.
+
+    Raises GanError naming a bad file, so that resume can fall back to an older checkpoint (or a
+    fresh start) with networks and optimizers untouched by the bad one.
+    """
     meta = ckpt.read_meta(path)
-    ckpt.load_network(accelerator.unwrap_model(nets.G), path / "G.safetensors")
-    ckpt.load_network(accelerator.unwrap_model(nets.D), path / "D.safetensors")
+    modules = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
+    files = {"G": path / "G.safetensors", "D": path / "D.safetensors"}
     if nets.G_ema is not None:
-        ckpt.load_network(nets.G_ema.module, ckpt.generator_file(meta))
-    saved = ckpt.load_plain(path / "state.pt")
+        modules["G_ema"], files["G_ema"] = nets.G_ema.module, ckpt.generator_file(meta)
+    tensors = {name: ckpt.read_network(modules[name], files[name]) for name in modules}
+    state_file = path / "state.pt"
+    saved = ckpt.load_plain(state_file)
     try:
-        nets.opt_G.load_state_dict(saved["opt_G"])
-        nets.opt_D.load_state_dict(saved["opt_D"])
-        if accelerator.scaler is not None and saved["scaler"]:
-            accelerator.scaler.load_state_dict(saved["scaler"])
-        if nets.G_ema is not None:
-            nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"])
+        for opt, key in ((nets.opt_G, "opt_G"), (nets.opt_D, "opt_D")):
+            sizes = [len(g["params"]) for g in saved[key]["param_groups"]]
+            if sizes != [len(g["params"]) for g in opt.param_groups]:
+                raise ValueError(f"{key} has parameter groups of sizes {sizes}")
         state = TrainState(step=int(saved["step"]), batches_seen=int(saved["batches_seen"]),
                            nonfinite_total=int(saved["nonfinite_total"]))  # fmt: skip
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise GanError(f"checkpoint file {str(path / 'state.pt')!r} does not fit this run ({err})") from None
+        same_world = saved["num_processes"] == accelerator.num_processes
+    except (KeyError, ValueError, TypeError) as err:
+        raise GanError(f"checkpoint file {str(state_file)!r} does not fit this run ({err})") from None
     rng_file = path / f"rng-rank{accelerator.process_index}.pt"
-    if rng_file.exists() and saved["num_processes"] == accelerator.num_processes:
-        torch.set_rng_state(ckpt.load_plain(rng_file)["torch"])
-    return state
+    rng = ckpt.load_plain(rng_file)["torch"] if rng_file.exists() and same_world else None
+    return {"modules": modules, "tensors": tensors, "saved": saved, "state": state, "rng": rng}
+
+
+def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
+    """Restore what read_checkpoint read and checked."""
+    for name, module in loaded["modules"].items():
+        module.load_state_dict(loaded["tensors"][name], strict=True)
+    saved = loaded["saved"]
+    nets.opt_G.load_state_dict(saved["opt_G"])
+    nets.opt_D.load_state_dict(saved["opt_D"])
+    if accelerator.scaler is not None and saved["scaler"]:
+        accelerator.scaler.load_state_dict(saved["scaler"])
+    if nets.G_ema is not None:
+        nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"])
+    if loaded["rng"] is not None:
+        torch.set_rng_state(loaded["rng"])
+    return loaded["state"]
 
 
 def resume(accelerator, run_dir: Path, nets: Nets) -> TrainState:
-    """Continue from the newest complete checkpoint that loads; bad ones are skipped with a warning."""
+    """Continue from the newest complete checkpoint that every process can read; bad ones are skipped
+    with a warning. Leftover temporary folders (from kill -9) are removed first."""
     if accelerator.is_main_process:
         ckpt.remove_temporary(run_dir)
     accelerator.wait_for_everyone()
     for step, path in reversed(ckpt.list_checkpoints(run_dir)):
         try:
-            state = load_checkpoint(accelerator, path, nets)
+            loaded, error = read_checkpoint(accelerator, path, nets), None
         except GanError as err:
-            accelerator.print(f"warning: skipping checkpoint step {step}: {err}")
+            loaded, error = None, str(err)
+        errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
+        bad = next((e for e in errors if e), None)
+        if bad:  # the same checkpoint on every process, or the processes would diverge
+            accelerator.print(f"warning: skipping checkpoint step {step}: {bad}", file=sys.stderr)
             continue
+        state = apply_checkpoint(accelerator, loaded, nets)
         accelerator.print(f"resuming from {path} (step {state.step})")
         return state
     return TrainState()
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+def check_fits(cfg: Config, data, num_processes: int) -> None:
+    """Errors that need the data or the networks, raised before the run folder is touched."""
+    with torch.random.fork_rng(devices=[]):  # building the networks here must not move the seeded RNG
+        build_networks(cfg, data.num_classes)  # e.g. an image size the network cannot produce
+    if len(data.images) < cfg.train.batch_size * num_processes:
+        raise GanError(f"train.batch_size={cfg.train.batch_size} x {num_processes} process(es) is larger than "
+                       f"the data set ({len(data.images)} images)")  # fmt: skip
 
 
 def train(cfg: Config, run_dir: Path) -> int:
@@ -178,6 +213,7 @@ def train(cfg: Config, run_dir: Path) -> int:
     )
     set_seed(cfg.train.seed, device_specific=True)  # each process: seed + rank
     data = build_data(cfg)  # before the run folder is touched: bad data leaves no trace
+    check_fits(cfg, data, accelerator.num_processes)
     lock = open_run_dir(run_dir, cfg) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     stop = StopRequest()

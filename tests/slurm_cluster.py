@@ -27,8 +27,13 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE"}  # fmt: skip
 
 
+def executable(name: str) -> str | None:
+    """The daemons live in /usr/sbin, which a non-login PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def missing_commands() -> list[str]:
-    return [c for c in COMMANDS if shutil.which(c) is None and not Path("/usr/sbin", c).exists()]
+    return [c for c in COMMANDS if executable(c) is None]
 
 
 def install() -> str | None:
@@ -36,7 +41,8 @@ def install() -> str | None:
     if not missing_commands():
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return f"SLURM is not installed ({', '.join(missing_commands())} missing) and apt-get as root is unavailable"
+        missing = ", ".join(missing_commands())
+        return f"SLURM is not installed ({missing} missing) and apt-get as root is unavailable"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -102,7 +108,7 @@ class SlurmCluster:
     def stop(self) -> None:
         """Cancel every job of this cluster, let their steps end, then stop the daemons by PID."""
         if any(name == "slurmctld" for name, _ in self.daemons):
-            self.scontrol_quiet(["scancel", "--user", str(os.getuid())])
+            self.command(["scancel", "--user", str(os.getuid())])
             try:
                 self._wait_for(lambda: not self.squeue(), 60, "the jobs to end")
             except TimeoutError:
@@ -116,9 +122,11 @@ class SlurmCluster:
                     proc.kill()
                     proc.wait()
         self.daemons.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.root / "log" / f"{name.replace(' ', '-')}.stdout", "w")
+        argv = [executable(argv[0]), *argv[1:]]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.command_env(),
                                 start_new_session=True)  # fmt: skip
         self.daemons.append((name, proc))
@@ -162,6 +170,7 @@ class SlurmCluster:
             "SelectTypeParameters=CR_CPU",
             "MpiDefault=none",
             "ReturnToService=2",
+            "SchedulerParameters=sched_interval=2,bf_interval=2",  # s between scheduling passes (60, 30)
             "KillWait=10",  # s between SIGTERM and SIGKILL when a job is cancelled or requeued
             "MinJobAge=3600",  # s a finished job stays visible to scontrol show job
         ]
@@ -172,10 +181,10 @@ class SlurmCluster:
         return "\n".join(lines) + "\n"
 
     def _controller_up(self) -> bool:
-        return self.scontrol_quiet(["scontrol", "ping"]).returncode == 0
+        return self.command(["scontrol", "ping"]).returncode == 0
 
     def _nodes_idle(self) -> bool:
-        proc = self.scontrol_quiet(["sinfo", "--noheader", "--Node", "--format=%N %T"])
+        proc = self.command(["sinfo", "--noheader", "--Node", "--format=%N %T"])
         states = dict(line.split() for line in proc.stdout.splitlines() if line.strip())
         return sorted(states) == NODES and all(s == "idle" for s in states.values())
 
@@ -188,31 +197,27 @@ class SlurmCluster:
 
     # ------------------------------------------------------------------------- jobs
 
-    def scontrol_quiet(self, argv: list[str]) -> subprocess.CompletedProcess:
+    def command(self, argv: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(argv, env=self.command_env(), capture_output=True, text=True, timeout=60)
 
     def squeue(self) -> list[str]:
-        proc = self.scontrol_quiet(["squeue", "--noheader", "--format=%i"])
+        proc = self.command(["squeue", "--noheader", "--format=%i"])
         return proc.stdout.split()
 
-    def job(self, job_id: int) -> dict:
-        """scontrol show job as a dict: JobState, Restarts, ExitCode, StdOut, ..."""
-        proc = self.scontrol_quiet(["scontrol", "--oneliner", "show", "job", str(job_id)])
+    def jobs(self, job_id: int) -> list[dict]:
+        """scontrol show job as dicts (JobState, Restarts, ExitCode, StartTime, ...): one per array task."""
+        proc = self.command(["scontrol", "--oneliner", "show", "job", str(job_id)])
         if proc.returncode != 0:
             raise RuntimeError(f"scontrol show job {job_id}: {proc.stderr.strip()}")
-        return dict(re.findall(r"(\w+)=(\S*)", proc.stdout))
+        return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in proc.stdout.splitlines() if line.strip()]
 
-    def wait(self, job_id: int, timeout_s: float, restarts: int = 0) -> dict:
-        """Wait for a final state reached after at least `restarts` requeues."""
+    def wait(self, job_id: int, timeout_s: float, restarts: int = 0) -> list[dict]:
+        """Wait until every task of the job is in a final state reached after at least `restarts` requeues."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            info = self.job(job_id)
-            if info["JobState"] in FINAL_STATES and int(info.get("Restarts", 0)) >= restarts:
-                return info
+            records = self.jobs(job_id)
+            if all(r["JobState"] in FINAL_STATES and int(r.get("Restarts", 0)) >= restarts for r in records):
+                return records
             time.sleep(1)
-        raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f} s: {self.job(job_id)}\n{self.logs()}")
-
-
-def parse_job_id(sbatch_stdout: str) -> int:
-    """sbatch --parsable prints JOBID or JOBID;CLUSTER."""
-    return int(sbatch_stdout.strip().splitlines()[-1].split(";")[0])
+        records = self.jobs(job_id)
+        raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f} s: {records}\n{self.logs()}")

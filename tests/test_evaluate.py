@@ -14,6 +14,7 @@ from conftest import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, s
 from safetensors.torch import save_file
 from wandb_records import history, wandb_files
 
+FIELDS = ("step", "kimg", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "num_samples", "checkpoint")
 SMALL = ["--num-samples", "16", "--num-real", "16", "--kid-subset-size", "8", "--batch-size", "16"]
 
 
@@ -67,7 +68,7 @@ def test_metrics_jsonl_best_json_and_a_second_call_that_skips(evaluated, cache):
     rows = records(run_dir)
     assert [r["step"] for r in rows] == [3, 6]
     for r in rows:
-        assert {"step", "kimg", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "num_samples", "checkpoint"} <= set(r)
+        assert set(FIELDS) <= set(r)
         assert r["fid"] > 0 and r["kid_std"] >= 0 and r["num_samples"] == 16
         assert r["is_mean"] is None  # offline weights have no classifier: reported, not guessed
         assert (run_dir / r["checkpoint"] / "meta.json").exists()
@@ -113,6 +114,29 @@ def test_two_processes_give_the_numbers_of_one(evaluated, dcgan_run, cache, tmp_
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
+def test_a_weights_file_with_a_classifier_gives_inception_score(dcgan_run, cache, tmp_path, monkeypatch):
+    """GAN_INCEPTION_WEIGHTS: the offline conv stack plus a random 1008-way classifier stands in for
+    torch-fidelity's file (not downloadable here); IS is then computed, not reported unavailable."""
+    import torch
+
+    from gan.evaluation.inception import converted_weights
+
+    monkeypatch.setenv("GAN_CACHE_DIR", str(cache))
+    state = torch.load(converted_weights(note="").path, weights_only=True)
+    state["fc.weight"] = torch.randn(1008, 2048, generator=torch.Generator().manual_seed(0)) * 0.1
+    state["fc.bias"] = torch.zeros(1008)
+    weights = tmp_path / "inception.pth"
+    torch.save(state, weights)
+    run_dir = tmp_path / "run"
+    shutil.copytree(dcgan_run, run_dir)
+    proc = evaluate(cache, run_dir, *SMALL, "--metrics", "is", "--checkpoints", "latest",
+                    env=eval_env(cache, GAN_INCEPTION_WEIGHTS=str(weights)))  # fmt: skip
+    assert "IS unavailable" not in proc.stdout
+    (row,) = records(run_dir)
+    assert row["is_mean"] > 1 and row["is_std"] >= 0 and row["fid"] is None
+    assert row["settings"]["weights"].startswith("inception-")
+
+
 @pytest.mark.parametrize("case", ["no checkpoints", "N below KID subset", "unknown metric", "unknown step"])
 def test_bad_input_is_one_line_and_exit_2(case, dcgan_run, cache, tmp_path):
     run_dir, args = dcgan_run, [*SMALL]
@@ -151,7 +175,8 @@ def test_corrupt_and_foreign_checkpoints_are_skipped_named_and_the_rest_evaluate
     save_file(state_dict_for_file(mlp_G), ckpts / "step-0000009" / "G_ema.safetensors")  # another architecture
 
     proc = evaluate(cache, run_dir, *SMALL, "--metrics", "kid", check=False)
-    last = assert_user_error(proc, "2 checkpoint(s) could not be evaluated", "step 3:", "step 9:", "other 1 were")
+    last = assert_user_error(proc, "2 checkpoint(s) could not be evaluated", "step 3:", "step 9:",
+                             "1 other(s) were evaluated")  # fmt: skip
     assert "not a valid safetensors file" in last and "does not fit the configured network" in last
     assert "skipped step-0000003" in proc.stderr and "skipped step-0000009" in proc.stderr
     assert [r["step"] for r in records(run_dir)] == [6]

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from gan.errors import GanError
 from gan.evaluation.cache import cache_dir, write_atomic
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's TF-compatible InceptionV3, pinned explicitly
-STANDARD_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                "weights-inception-2015-12-05-6726825d.pth")  # fmt: skip
+STANDARD_URL = URL_INCEPTION_V3  # .../weights-inception-2015-12-05-6726825d.pth on GitHub
 STANDARD_FILE = STANDARD_URL.rsplit("/", 1)[-1]
 STANDARD_SHA256_PREFIX = "6726825d"  # torch hub's convention: the file name carries its sha256 prefix
 FID_HELPER_FILE = "default_1.pt"

@@ -150,6 +150,7 @@ class Session:
         self.settings, self.weights, self.layers = settings, weights, layers
         self.extractor = self.real = None
         self.skipped: dict[int, str] = {}  # step -> why it could not be evaluated
+        self.logger: EvalLogger | None = None  # W&B, started with the first result
         self.printed_header = False
 
     def print(self, *args, **kwargs) -> None:
@@ -169,15 +170,18 @@ class Session:
         self.real = real_stats(self.cfg, images, self.extractor, self.weights.tag, layer, self.opts.batch_size,
                                self.accelerator)  # fmt: skip
         if self.accelerator.is_main_process:
-            how = "loaded from" if self.real.from_cache else f"computed in {time.perf_counter() - start:.1f} s into"
+            seconds = time.perf_counter() - start
+            how = "loaded from" if self.real.from_cache else f"computed in {seconds:.1f} s into"
             self.print(f"real-data statistics ({len(images)} images): {how} {self.real.path}")
 
-    def load(self, step: int, path: Path):
-        """(G, None) on every process, or (None, why) on every process when any of them failed."""
-        G, outcome = None, None
+    def load(self, path: Path):
+        """((G, meta), None) on every process, or (None, (kind, why)) on every process when any of them failed."""
+        loaded, outcome = None, None
         try:
-            G, ckpt_cfg, _ = load_generator(path, self.accelerator.device)
+            G, ckpt_cfg, found = load_generator(path, self.accelerator.device)
             check_architecture(ckpt_cfg, self.cfg, path)
+            self.check_image_shape(G, path)
+            loaded = (G, found.meta)
         except GanError as err:
             # Rotation deletes old checkpoints while training runs: gone is not corrupt.
             outcome = ("gone", "removed (checkpoint rotation) before it was evaluated") if not path.exists() \
@@ -185,48 +189,51 @@ class Session:
         outcomes = gather_object([outcome]) if self.accelerator.num_processes > 1 else [outcome]
         failures = [o for o in outcomes if o is not None]
         if not failures:
-            return G, None
+            return loaded, None
         return None, next((o for o in failures if o[0] == "bad"), failures[0])
+
+    def check_image_shape(self, G, path: Path) -> None:
+        shape = (self.cfg.data.channels, self.cfg.data.resolution, self.cfg.data.resolution)
+        z, c = torch.zeros(1, G.z_dim), torch.zeros(1, dtype=torch.long)
+        with torch.no_grad():
+            got = tuple(G(z.to(self.accelerator.device), c.to(self.accelerator.device)).shape[1:])
+        if got != shape:
+            raise GanError(f"checkpoint {path.name} generates {got} images, the run's data are {shape}")
 
     def evaluate(self, step: int, path: Path) -> dict | None:
         """The record of one checkpoint (on the main process), or None when it was skipped."""
-        G, failure = self.load(step, path)
+        loaded, failure = self.load(path)
         if failure is not None:
             kind, why = failure
             self.print(f"skipped {path.name}: {why}", file=sys.stderr)
             if kind == "bad":
                 self.skipped[step] = why
             return None
+        G, meta = loaded
         self.prepare()
         start = time.perf_counter()
         n = self.opts.num_samples
         gen = torch.Generator().manual_seed(self.opts.seed)  # the same z for every checkpoint and world size
         z = torch.randn(n, G.z_dim, generator=gen)
-        num_classes = int(getattr(G, "num_classes", 0))
-        labels = torch.randint(num_classes, (n,), generator=gen) if num_classes else torch.zeros(n, dtype=torch.long)
-        self.check_image_shape(G, z, labels, path)
+        num_classes = int(getattr(G, "num_classes", 0))  # conditional G: uniformly random classes
+        labels = torch.randint(max(num_classes, 1), (n,), generator=gen)
         fake = generated_features(G, self.extractor, z, labels, self.opts.batch_size, self.accelerator)
         if not self.accelerator.is_main_process:
             return None
         numbers = compute_metrics(fake, self.real, self.settings, self.layers)
-        meta = ckpt.read_meta(path).meta if path.exists() else {}
         return {"step": step, "kimg": meta.get("kimg"), **numbers, "num_samples": n,
                 "checkpoint": str(path.relative_to(self.opts.run_dir)), "settings": self.settings.as_dict(),
                 "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
 
-    def check_image_shape(self, G, z, labels, path: Path) -> None:
-        shape = (self.cfg.data.channels, self.cfg.data.resolution, self.cfg.data.resolution)
-        with torch.no_grad():
-            got = tuple(G(z[:1].to(self.accelerator.device), labels[:1].to(self.accelerator.device)).shape[1:])
-        if got != shape:
-            raise GanError(f"checkpoint {path.name} generates {got} images, the run's data are {shape}")
-
-    def report(self, record: dict, logger: EvalLogger) -> None:
+    def report(self, record: dict) -> None:
+        """On the main process: metrics.jsonl, best.json, W&B and a table row."""
         results.append_record(self.opts.run_dir, record)
         best = results.best_record(results.read_records(self.opts.run_dir), record["settings"])
         if best is not None:
             results.write_best(self.opts.run_dir, best)
-        logger.log(record)
+        if self.logger is None:
+            self.logger = EvalLogger(self.accelerator, self.opts.run_dir, self.cfg)
+        self.logger.log(record)
         if not self.printed_header:
             self.print(results.table_header())
             self.printed_header = True
@@ -258,7 +265,6 @@ def run(opts: EvalOptions) -> int:
     cfg = run_config(opts, accelerator)
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
     session = Session(accelerator, opts, cfg, settings, weights, layers)
-    logger = EvalLogger(accelerator, opts.run_dir, cfg)
     evaluated = 0
     if opts.watch:
         session.print(f"watching {opts.run_dir / 'checkpoints'} every {opts.poll_seconds:g} s until training "
@@ -269,7 +275,7 @@ def run(opts: EvalOptions) -> int:
             for step, path in todo:
                 record = session.evaluate(step, path)
                 if record is not None:
-                    session.report(record, logger)
+                    session.report(record)
                     evaluated += 1
             if not opts.watch or finished:  # finished was read before listing: nothing can follow
                 break
@@ -278,7 +284,8 @@ def run(opts: EvalOptions) -> int:
         session.print("stopped (Ctrl-C)")
         return 0 if opts.watch else 130
     finally:
-        logger.close()
+        if session.logger is not None:
+            session.logger.close()
     summarize(session, evaluated)
     return 0
 
@@ -299,4 +306,4 @@ def summarize(session: Session, evaluated: int) -> None:
     if session.skipped:
         listed = "; ".join(f"step {s}: {why}" for s, why in sorted(session.skipped.items()))
         raise GanError(f"{len(session.skipped)} checkpoint(s) could not be evaluated ({listed}); "
-                       f"the other {evaluated} were")
+                       f"{evaluated} other(s) were evaluated")

@@ -10,11 +10,13 @@ import warnings
 from pathlib import Path
 
 from gan.config import Config
-from gan.tracking import WANDB_ID_FILE, resolve_wandb_mode
 
 
 class EvalLogger:
     def __init__(self, accelerator, run_dir: Path, cfg: Config):
+        # gan.tracking imports torchmetrics (seconds): only once there is something to evaluate
+        from gan.tracking import WANDB_ID_FILE, resolve_wandb_mode
+
         self.accelerator, self.ok, self.warned = accelerator, False, False
         id_file = Path(run_dir) / WANDB_ID_FILE
         mode = resolve_wandb_mode(cfg)

@@ -51,13 +51,14 @@ class DCGANDiscriminator(nn.Module):
             width *= 2
         layers += [nn.Conv2d(width, 1, start, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
-        self.projection = Projection(num_classes, width) if num_classes else None
+        # the class term is a class-specific version of the last conv: <embed(y), flattened features>
+        self.projection = Projection(num_classes, width * start * start) if num_classes else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.projection is None:
             return self.main(images).view(-1)
-        h = self.main[:-1](images)  # the last feature map; its spatial sum feeds the class term
-        return self.main[-1](h).view(-1) + self.projection(h.sum((2, 3)), labels)
+        h = self.main[:-1](images)  # the last feature map, which the last conv reduces to one number
+        return self.main[-1](h).view(-1) + self.projection(h.flatten(1), labels)
 
 
 def dcgan_init(module: nn.Module) -> None:

@@ -1,0 +1,160 @@
+"""SIGTERM/SIGUSR1: finish the step, checkpoint, mark the W&B run preempting, exit 75; a relaunch resumes.
+
+One process is signalled directly (`python train.py`). Under `accelerate launch` with 2 processes
+torchrun's elastic agent sits between SLURM and the workers: on SIGTERM it forwards SIGTERM to the
+workers (and SIGKILLs them 30 s later); SIGUSR1 is not handled and kills the agent, orphaning the
+workers. So a batch script runs the launcher under `trap "" USR1` and the signal reaches the workers
+(SLURM signals every process of the step). Each case below is what the README tells a user to do.
+"""
+
+import json
+import re
+import signal
+import time
+
+from conftest import TINY, base_env, train_cmd
+from jobs import (
+    Background,
+    assert_complete,
+    checkpoint_dir,
+    python_train,
+    steps_saved,
+    temporary_folders,
+    training_started,
+    wait_until,
+)
+from wandb_records import records, wandb_files
+
+EXIT_PREEMPTED = 75
+# Long enough never to finish by itself; the only checkpoint is the one the signal asks for.
+ENDLESS = ["train.steps=100000", "train.checkpoint_every=100000", "train.sample_every=100000", "train.log_every=2"]
+OFFLINE = base_env(WANDB_MODE="offline", ACCELERATE_USE_CPU="1")
+
+
+def stopped_at(output: str) -> int:
+    found = re.findall(r"checkpoint written at step (\d+); exiting with code 75", output)
+    assert len(found) == 1, f"expected one stop message (from the main process):\n{output[-3000:]}"
+    return int(found[0])
+
+
+def resumed_from(output: str) -> int:
+    found = re.search(r"resuming from \S+ \(step (\d+)\)", output)
+    assert found, output[-3000:]
+    return int(found.group(1))
+
+
+def logged_after(run_dir, step: int) -> bool:
+    """A scalar line for a step after `step`: the relaunched run is training again."""
+    if not training_started(run_dir):
+        return False
+    lines = (run_dir / "train_log.jsonl").read_text().splitlines()
+    return any(json.loads(line)["step"] > step for line in lines if line.endswith("}"))
+
+
+def signal_during_save(job: Background, run_dir, signum) -> int:
+    """Send signum, then again every half millisecond while the checkpoint is being written, until it
+    is in place. Returns how many signals arrived while the temporary folder existed."""
+    before = set(steps_saved(run_dir))
+    job.proc.send_signal(signum)
+    during = 0
+    deadline = time.monotonic() + 120
+    while job.proc.poll() is None and time.monotonic() < deadline and set(steps_saved(run_dir)) == before:
+        if temporary_folders(run_dir):
+            job.proc.send_signal(signum)
+            during += 1
+        time.sleep(0.0005)
+    return during
+
+
+def test_one_process_stops_checkpoints_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    with Background(python_train(run_dir, *ENDLESS), tmp_path / "first.log", OFFLINE) as job:
+        wait_until(lambda: training_started(run_dir), job, "training")
+        job.proc.send_signal(signal.SIGUSR1)
+        assert job.wait() == EXIT_PREEMPTED, job.output()[-3000:]
+    first = stopped_at(job.output())
+    assert f"SIGUSR1: checkpoint written at step {first}" in job.output()
+    assert steps_saved(run_dir) == [first] and not (run_dir / "FINISHED").exists()
+    assert_complete(checkpoint_dir(run_dir, first))
+    (wandb_file,) = wandb_files(run_dir)
+    assert "preempting" in {r.WhichOneof("record_type") for r in records(wandb_file)}
+
+    # Relaunch; then SIGTERM, and SIGTERM again and again while the checkpoint is being written.
+    with Background(python_train(run_dir, *ENDLESS), tmp_path / "second.log", OFFLINE) as job:
+        wait_until(lambda: logged_after(run_dir, first + 2), job, "training after the resume")
+        during_save = signal_during_save(job, run_dir, signal.SIGTERM)
+        assert job.wait() == EXIT_PREEMPTED, job.output()[-3000:]
+    assert resumed_from(job.output()) == first
+    second = stopped_at(job.output())
+    assert second > first and steps_saved(run_dir) == [first, second]
+    assert during_save > 0, "no signal arrived during the save; the test proved nothing"
+    assert_complete(checkpoint_dir(run_dir, second))
+    assert not temporary_folders(run_dir)
+
+    # The last relaunch finishes, in the same W&B run.
+    with Background(python_train(run_dir, *ENDLESS, f"train.steps={second + 2}"), tmp_path / "last.log",
+                    OFFLINE) as job:  # fmt: skip
+        assert job.wait() == 0, job.output()[-3000:]
+    assert resumed_from(job.output()) == second
+    assert (run_dir / "FINISHED").read_text().strip() == str(second + 2)
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    assert [f.name for f in wandb_files(run_dir)] == [f"run-{run_id}.wandb"] * 3
+
+
+def two_process_job(run_dir, log, *overrides, **popen) -> Background:
+    args = train_cmd("dcgan_mnist", run_dir, *TINY, *ENDLESS, *overrides, processes=2)
+    return Background(args, log, OFFLINE, **popen)
+
+
+def assert_stopped_together(run_dir, output: str, earlier: list[int]) -> int:
+    """One new checkpoint, written once by the main process, with both ranks' RNG states; equal replicas."""
+    step = stopped_at(output)
+    assert steps_saved(run_dir) == [*earlier, step] and not (run_dir / "FINISHED").exists()
+    folder = checkpoint_dir(run_dir, step)
+    assert_complete(folder)
+    assert sorted(p.name for p in folder.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
+    digests = json.loads((run_dir / "replicas.json").read_text())["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    return step
+
+
+def ignore_usr1():
+    """What `trap "" USR1` does for the launcher in a batch script (the workers install their own handler)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def stop_two_processes(run_dir, log, how: str) -> str:
+    """Launch 2 processes (resuming), signal them as `how` says once they train; the launcher's output."""
+    popen = {"preexec_fn": ignore_usr1} if how == "usr1_to_every_process" else {}
+    args = train_cmd("dcgan_mnist", run_dir, *TINY, *ENDLESS, processes=2)
+    with Background(args, log, OFFLINE, **popen) as job:
+        wait_until(lambda: logged_after(run_dir, max(steps_saved(run_dir), default=0)), job, "training")
+        ranks = job.workers()
+        assert sorted(ranks) == [0, 1]
+        if how == "usr1_to_rank_1":  # rank 0 learns of it through the all-reduce after the step
+            ranks[1].send_signal(signal.SIGUSR1)
+        elif how == "usr1_to_every_process":  # `scancel --signal=USR1` or `sbatch --signal=USR1@T`
+            for process in (job.proc, *ranks.values()):
+                process.send_signal(signal.SIGUSR1)
+        else:  # SIGTERM to the launcher only: the elastic agent forwards it to the workers
+            job.proc.send_signal(signal.SIGTERM)
+        # torchrun reports a worker's exit code 75 as a failed launch (exit 1): a batch script
+        # requeues when DIR/FINISHED is missing, not on the launcher's exit code.
+        assert job.wait() != 0
+    return job.output()
+
+
+def test_two_processes_stop_at_the_same_step_and_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    output = stop_two_processes(run_dir, tmp_path / "1.log", "usr1_to_rank_1")
+    assert "a signal on another process: checkpoint written" in output
+    assert re.search(r"exitcode\s*:\s*75", output), output[-3000:]
+    first = assert_stopped_together(run_dir, output, [])
+
+    output = stop_two_processes(run_dir, tmp_path / "2.log", "usr1_to_every_process")
+    assert resumed_from(output) == first and "SIGUSR1: checkpoint written" in output
+    second = assert_stopped_together(run_dir, output, [first])
+
+    output = stop_two_processes(run_dir, tmp_path / "3.log", "sigterm_to_the_launcher")
+    assert resumed_from(output) == second and "SIGTERM: checkpoint written" in output
+    assert_stopped_together(run_dir, output, [first, second])
