@@ -42,14 +42,17 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, base: int, channels: int, resolution: int, norm: str = "batch", num_classes: int = 0):
         super().__init__()
         start, downs = LAYOUTS[resolution]
-        layers = [nn.Conv2d(channels, base, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        # Without a norm layer the convs need biases: a bias-free LeakyReLU net is positively
+        # homogeneous, D(0) = 0, and a G that outputs flat grey images would sit where D cannot push.
+        bias = norm == "none"
+        layers = [nn.Conv2d(channels, base, 4, 2, 1, bias=bias), nn.LeakyReLU(0.2, inplace=True)]
         width = base
         for _ in range(downs - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False)]
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=bias)]
             layers += [d_norm(norm, width * 2)] if norm != "none" else []
             layers += [nn.LeakyReLU(0.2, inplace=True)]
             width *= 2
-        layers += [nn.Conv2d(width, 1, start, 1, 0, bias=False)]
+        layers += [nn.Conv2d(width, 1, start, 1, 0, bias=bias)]
         self.main = nn.Sequential(*layers)
         # the class term is a class-specific version of the last conv: <embed(y), flattened features>
         self.projection = Projection(num_classes, width * start * start) if num_classes else None
@@ -64,6 +67,8 @@ class DCGANDiscriminator(nn.Module):
 def dcgan_init(module: nn.Module) -> None:
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm) and module.weight is not None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
