@@ -70,8 +70,8 @@ def main() -> None:
                                  lambda: minimal("dcgan_mnist", args.steps_dcgan), args.repeats)  # fmt: skip
     rows.append(("dcgan_mnist vs a minimal hand-written loop", d_ours, d_ref, 0.95))
     print()
-    print(f"| comparison | ours img/s | reference img/s | ratio | target |")
-    print(f"|---|---|---|---|---|")
+    print("| comparison | ours img/s | reference img/s | ratio | target |")
+    print("|---|---|---|---|---|")
     for name, a, b, target in rows:
         verdict = "met" if a / b >= target else "NOT met"
         print(f"| {name} | {a:.0f} | {b:.0f} | {a / b:.2f}x | >= {target}x ({verdict}) |")

@@ -6,6 +6,7 @@ stored in every checkpoint and logged to the tracker.
 """
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from gan.errors import GanError
+
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-4, 2.5E3: floats that PyYAML leaves as text
 
 
 @dataclass
@@ -141,6 +144,8 @@ def _coerce(value, tp, key: str):
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value):  # YAML 1.1 reads 1e-4 as a string
+            return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -195,6 +200,9 @@ def read_yaml(path: Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise GanError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+    if data is not None and not isinstance(data, dict):
+        raise GanError(f"config file {str(path)!r}: expected a mapping of sections (model:, data:, train:, ...), "
+                       f"got a {type(data).__name__}")  # fmt: skip
     return data or {}
 
 

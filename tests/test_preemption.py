@@ -12,7 +12,7 @@ import re
 import signal
 import time
 
-from conftest import TINY, base_env, train_cmd
+from conftest import TINY, base_env, run, train_cmd
 from jobs import (
     Background,
     assert_complete,
@@ -66,10 +66,14 @@ def signal_during_save(job: Background, run_dir, signum) -> int:
     return during
 
 
-def test_one_process_stops_checkpoints_and_resumes(tmp_path):
+def test_one_process_stops_checkpoints_and_resumes_and_a_second_trainer_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     with Background(python_train(run_dir, *ENDLESS), tmp_path / "first.log", OFFLINE) as job:
         wait_until(lambda: training_started(run_dir), job, "training")
+        # A second trainer on the same run folder is refused (a dead one's lock: see test_reliability's kill -9).
+        second = run(python_train(run_dir, *ENDLESS))
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert second.stderr.strip() == f"error: --run-dir {str(run_dir)!r} is in use by a running trainer (pid {job.pid})"
         job.proc.send_signal(signal.SIGUSR1)
         assert job.wait() == EXIT_PREEMPTED, job.output()[-3000:]
     first = stopped_at(job.output())
