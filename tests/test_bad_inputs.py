@@ -61,7 +61,6 @@ CASES = [
     Case("channels_differ_from_the_run", [*ON_RUN, "data.channels=3"],
          "holds a run with a different config (data.channels: 1 -> 3)"),
     Case("data_folder_missing", [*ON_RUN, *FOLDER], "is not a folder (data.name=image_folder)", data="{new}"),
-    Case("data_folder_is_a_file", [*ON_RUN, *FOLDER], "is not a folder (data.name=image_folder)", data="{file}"),
     Case("data_folder_empty", [*ON_RUN, *FOLDER], "holds no readable images"),
     Case("data_folder_only_junk", [*ON_RUN, *FOLDER], "holds no readable images", data="{junk}"),
     Case("data_folder_unreadable", [*ON_RUN, *FOLDER], "cannot be read", data="{junk}", skip=skip_as_root()),
@@ -69,7 +68,6 @@ CASES = [
     Case("run_dir_is_a_file", [*TRAIN, "--run-dir", "{file}", *TINY], "is a file, not a folder"),
     Case("run_dir_inside_a_file", [*TRAIN, "--run-dir", "{file}/run", *TINY], "is a file, not a folder"),
     Case("run_dir_in_proc", [*TRAIN, "--run-dir", "/proc/gan-bad-input-run", *TINY], "cannot be written to"),
-    Case("run_dir_in_sys", [*TRAIN, "--run-dir", "/sys/gan-bad-input-run", *TINY], "cannot be written to"),
     # train.py's command line
     Case("train_without_config", [PYTHON, "train.py", "--run-dir", "{new}"],
          "the following arguments are required: --config"),
@@ -174,4 +172,4 @@ def test_bad_input(case, outcomes):
     assert case.message in lines[0], lines[0]
     assert after == before, "the command changed the case's folder"
     assert not (folder / "new").exists() and not (folder / "new.png").exists()
-    assert not Path("/proc/gan-bad-input-run").exists() and not Path("/sys/gan-bad-input-run").exists()
+    assert not Path("/proc/gan-bad-input-run").exists()

@@ -1,4 +1,4 @@
-"""kill -9 at any moment, corrupt and hostile checkpoints, non-finite losses, the run folder lock.
+"""kill -9 at any moment (and the lock it leaves), corrupt and hostile checkpoints, non-finite losses.
 
 The real commands on tiny settings; the hostile files carry a pickle payload that would create a
 marker file, and each test first proves that the payload does run when unpickled unsafely.
@@ -63,30 +63,36 @@ def assert_user_error(proc, *needles: str) -> str:
 
 # --------------------------------------------------------------------------- kill -9
 
-KILLED = ["train.steps=60", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.sample_every=10",
+KILLED = ["train.steps=80", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.sample_every=10",
           "train.log_every=5"]  # fmt: skip
 
 
-def kill_once(run_dir: Path, log: Path, when: str, rng: random.Random) -> bool:
+def saving(run_dir: Path) -> bool:
+    """A checkpoint is being written (a save takes ~25-65 ms here, mostly fsync)."""
+    return any(name.startswith(".tmp-step-") for name in temporary_folders(run_dir))
+
+
+def kill_once(run_dir: Path, log: Path, when: str, rng: random.Random) -> str:
     """Launch (resuming), wait for a new checkpoint, then kill -9 mid-training or as a save begins.
 
-    Returns False if the run had finished. The new checkpoint also shows that the previous, killed
-    process left no stuck lock.
+    Returns what happened. The new checkpoint also shows that the previous, killed process left
+    no stuck lock.
     """
     before = newest_step(run_dir)
     with Background(python_train(run_dir, *KILLED), log) as job:
         wait_until(lambda: newest_step(run_dir) > before or job.proc.poll() is not None, job, "a new checkpoint")
         if when == "training":
             time.sleep(rng.uniform(0, 0.3))
-        else:  # a checkpoint is being written: its temporary folder exists
-            wait_until(lambda: temporary_folders(run_dir) or job.proc.poll() is not None, job, "a save", poll=0.0005)
-            time.sleep(rng.uniform(0, 0.004))
-        finished = job.proc.poll() is not None
+        else:
+            wait_until(lambda: saving(run_dir) or job.proc.poll() is not None, job, "a save", poll=0.0005)
+            time.sleep(rng.uniform(0, 0.002))
+        if job.proc.poll() is not None:
+            return "finished before the kill"
         job.proc.kill()
         job.wait()
     # The dead process's pid stays in DIR/.lock, but the kernel dropped its flock: the next launch runs.
     assert (run_dir / ".lock").read_text().strip() == str(job.pid)
-    return not finished
+    return "killed mid-save" if saving(run_dir) else "killed"
 
 
 def test_kill_9_anywhere_then_resume_equals_no_interruption(tmp_path):
@@ -96,12 +102,14 @@ def test_kill_9_anywhere_then_resume_equals_no_interruption(tmp_path):
     straight = Background(python_train(tmp_path / "straight", *KILLED), tmp_path / "straight.log")
     run_dir = tmp_path / "killed"
     with straight:
+        outcomes = []
         for i, when in enumerate(["training", "saving", "training", "saving"]):
-            killed = kill_once(run_dir, tmp_path / f"kill{i}.log", when, rng)
-            print(f"kill {i} while {when}: killed={killed}, newest complete step {newest_step(run_dir)}, "
+            outcomes.append(kill_once(run_dir, tmp_path / f"kill{i}.log", when, rng))
+            print(f"kill {i} aimed at {when}: {outcomes[-1]}, newest complete step {newest_step(run_dir)}, "
                   f"left {temporary_folders(run_dir)}")  # fmt: skip
             for _, path in ckpt.list_checkpoints(run_dir):  # only complete checkpoints, whatever the moment
                 assert_complete(path)
+        assert "finished before the kill" not in outcomes and "killed mid-save" in outcomes, outcomes
         # A crash's leftover temporary folder (of a later step) is ignored by readers ...
         leftover = run_dir / "checkpoints" / ".tmp-step-0000999"
         leftover.mkdir(exist_ok=True)
@@ -114,7 +122,7 @@ def test_kill_9_anywhere_then_resume_equals_no_interruption(tmp_path):
         assert f"(step {newest})" in last.stdout
         assert straight.wait() == 0, straight.output()[-3000:]
     assert not temporary_folders(run_dir)
-    assert_same_weights(network_weights(tmp_path / "straight", 60), network_weights(run_dir, 60))
+    assert_same_weights(network_weights(tmp_path / "straight", 80), network_weights(run_dir, 80))
 
 
 # --------------------------------------------------------------------------- bad checkpoints
