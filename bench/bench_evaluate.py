@@ -63,6 +63,11 @@ def main() -> None:
 
 
 def bench(run_dir: Path, ckpt_path: Path, args) -> None:
+    report(measure(run_dir, ckpt_path, args), args)
+
+
+def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
+    """Seconds of each measurement (lists: one per alternated repeat), the evaluator's against raw extraction."""
     from accelerate import Accelerator
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
@@ -102,15 +107,21 @@ def bench(run_dir: Path, ckpt_path: Path, args) -> None:
                                                                      False, True, False))  # fmt: skip
         raw.append(seconds)
     metric_s = min(timed(lambda: compute_metrics(fake, session.real, settings, layers))[0] for _ in range(2))
+    return {"device": str(accelerator.device), "threads": torch.get_num_threads(), "weights": weights.tag,
+            "num_samples": args.num_samples, "num_real": args.num_real, "batch_size": args.batch_size,
+            "evaluator_s": ours, "raw_s": raw, "metrics_s": metric_s, "real_miss_s": miss, "real_hit_s": hit}  # fmt: skip
 
+
+def report(r: dict, args) -> None:
+    ours, raw, hit, miss = r["evaluator_s"], r["raw_s"], r["real_hit_s"], r["real_miss_s"]
     best_ours, best_raw, per_image = min(ours), min(raw), min(raw) / args.num_samples
-    fixed = metric_s  # FID's eigendecomposition and KID: independent of N
+    fixed = r["metrics_s"]  # FID's eigendecomposition and KID: independent of N
     projected = (best_ours - fixed) / best_raw * DEFAULT_NUM_SAMPLES * per_image + fixed
-    print(f"device: {accelerator.device}, torch threads: {torch.get_num_threads()}, weights: {weights.tag}")
+    print(f"device: {r['device']}, torch threads: {r['threads']}, weights: {r['weights']}")
     print(f"per checkpoint, N={args.num_samples} generated images (best of {args.repeats}):")
     print(f"  evaluator (load G, generate, extract, FID+KID, metrics.jsonl): {best_ours:.2f} s  {fmt(ours)}")
     print(f"  torch-fidelity raw feature extraction of the same images:     {best_raw:.2f} s  {fmt(raw)}")
-    print(f"  FID+KID from the features alone:                              {metric_s:.2f} s")
+    print(f"  FID+KID from the features alone:                              {fixed:.2f} s")
     print(f"  ratio evaluator / raw: {best_ours / best_raw:.3f}  (overhead {100 * (best_ours / best_raw - 1):.1f}%)")
     print(f"  without the fixed FID+KID cost: {(best_ours - fixed) / best_raw:.3f}  "
           f"(overhead {100 * ((best_ours - fixed) / best_raw - 1):.1f}%)")  # fmt: skip

@@ -43,7 +43,7 @@ def minimal(preset: str, steps: int) -> float:
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml", [])
     torch.manual_seed(0)
     G, D = build_networks(cfg)
-    return minimal_loop(G, D, steps, cfg.train.batch_size, cfg.optim.lr_g, tuple(cfg.optim.betas))
+    return minimal_loop(G, D, steps, cfg.train.batch_size, cfg.optim.lr_g, tuple(cfg.optim.betas)).img_per_s
 
 
 def side_by_side(name, ours_fn, ref_fn, repeats: int) -> tuple[float, float]:
@@ -64,7 +64,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
     rows = []
     v_ours, v_ref = side_by_side("vanilla_mnist", lambda: ours("vanilla_mnist", args.steps_vanilla),
-                                 lambda: guide_loop(args.steps_vanilla), args.repeats)  # fmt: skip
+                                 lambda: guide_loop(args.steps_vanilla).img_per_s, args.repeats)  # fmt: skip
     rows.append(("vanilla_mnist vs the guide's loop", v_ours, v_ref, 1.3))
     d_ours, d_ref = side_by_side("dcgan_mnist", lambda: ours("dcgan_mnist", args.steps_dcgan),
                                  lambda: minimal("dcgan_mnist", args.steps_dcgan), args.repeats)  # fmt: skip

@@ -1,21 +1,86 @@
-"""The loops our pipeline is measured against, on the same 5,000 embedded digits.
+"""The loops our pipeline is measured against, on the same images.
 
 - `guide_loop`: the guide's code as written: per-sample PIL ToTensor/Normalize through a
   DataLoader, MLP G/D with a Sigmoid output and BCELoss, Adam 2e-4, noise dimension 784.
 - `minimal_loop`: a minimal hand-written PyTorch loop over any (G, D) pair: data as one float
-  tensor indexed per batch, non-saturating BCE on logits, no EMA, logging or checkpoints.
+  tensor indexed per batch, D frozen during G's backward, no EMA, logging or checkpoints. A
+  `StepSpec` matches a preset's step (loss, D steps per G step, WGAN-GP, labels, DiffAugment);
+  a `Variant` switches on one CPU optimisation or several (channels_last, compile, bf16, ...).
 
-Both return images per second over `steps` generator steps, timed end to end.
+Both return a `LoopTiming`: images per second over all `steps` generator steps timed end to end
+(set-up and data loading included), and over the steps after the first `warmup` ones (the
+steady state: compilation and first-call costs excluded).
 """
 
 import io
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from gan.data import mnist5k, to_float
+from gan.data import ImageData, make_dataloader, mnist5k, to_float
+
+D_LOSSES = {  # (real outputs, fake outputs) -> D's loss
+    "bce": lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),  # BCE with logits vs 1 and 0
+    "hinge": lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
+    "wgan": lambda real, fake: fake.mean() - real.mean(),
+}
+G_LOSSES = {  # fake outputs -> G's loss
+    "bce": lambda fake: F.softplus(-fake).mean(),  # non-saturating
+    "hinge": lambda fake: -fake.mean(),
+    "wgan": lambda fake: -fake.mean(),
+}
+
+
+@dataclass(frozen=True)
+class LoopTiming:
+    img_per_s: float  # over all steps, set-up and data loading included
+    steady_img_per_s: float  # over the steps after the warm-up ones
+    warmup_s: float  # set-up plus the warm-up steps (compilation happens there)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What one training step does, so that the minimal loop can match a preset's step."""
+
+    loss: str = "bce"  # a key of D_LOSSES
+    n_critic: int = 1  # D steps per G step, each on its own real batch
+    gp_weight: float = 0.0  # WGAN-GP's lambda; 0 = no penalty
+    conditional: bool = False  # pass the real batch's labels to G and D
+    augment: tuple[str, ...] = ()  # DiffAugment policy applied to every input of D
+
+    @classmethod
+    def of(cls, cfg) -> "StepSpec":
+        return cls(cfg.loss.name, cfg.train.n_critic, cfg.loss.gp_weight, cfg.model.conditional,
+                   tuple(cfg.augment.policy))  # fmt: skip
+
+    @staticmethod
+    def unsupported(cfg) -> str | None:
+        """Why the minimal loop cannot reproduce this config's step, or None."""
+        if cfg.loss.name not in D_LOSSES:
+            return f"loss.name={cfg.loss.name} has no minimal reference step"
+        if cfg.loss.r1_weight > 0:
+            return "R1 has no minimal reference step"
+        return None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """CPU optimisations, off by default: the baseline is fp32, contiguous, eager, torch's default Adam."""
+
+    channels_last: bool = False  # NHWC memory format for conv nets and their inputs
+    compile: bool = False  # torch.compile (inductor) on G and D
+    bf16: bool = False  # torch.autocast("cpu", bfloat16) around every forward
+    adam: str = "default"  # default (single-tensor loop on CPU), foreach or fused
+    set_to_none: bool = True  # zero_grad(set_to_none=...)
+    item_sync: bool = False  # read both losses with .item() every step, as the guide prints them
+    dataloader: bool = False  # batches through gan.data's DataLoader (uint8, per-batch to_float)
+    threads: int | None = None  # torch.set_num_threads for the run; None = unchanged
 
 
 class GuideMNIST(Dataset):
@@ -34,11 +99,30 @@ class GuideMNIST(Dataset):
         return self.transform(self.pil[i]), int(self.labels[i])
 
 
-def guide_loop(steps: int, batch_size: int = 64) -> float:
+class Clock:
+    """Wall time from construction, and from the end of the warm-up steps."""
+
+    def __init__(self, steps: int, warmup: int, batch_size: int):
+        self.steps, self.warmup, self.batch_size = steps, warmup, batch_size
+        self.start = self.steady_start = time.perf_counter()
+
+    def step_done(self, done: int) -> None:
+        if done == self.warmup:
+            self.steady_start = time.perf_counter()
+
+    def timing(self) -> LoopTiming:
+        end = time.perf_counter()
+        steady_steps = self.steps - self.warmup
+        return LoopTiming(self.steps * self.batch_size / (end - self.start),
+                          steady_steps * self.batch_size / (end - self.steady_start),
+                          self.steady_start - self.start)  # fmt: skip
+
+
+def guide_loop(steps: int, batch_size: int = 64, warmup: int = 0) -> LoopTiming:
     from torchvision import transforms
 
     input_dim, hidden_dim, output_dim, lr = 784, 256, 784, 0.0002
-    start = time.perf_counter()
+    clock = Clock(steps, warmup, batch_size)
     data = mnist5k(None)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     dataloader = DataLoader(GuideMNIST(data.images, data.labels, transform), batch_size=batch_size, shuffle=True,
@@ -72,36 +156,83 @@ def guide_loop(steps: int, batch_size: int = 64) -> float:
             # the guide prints both losses every step: keep its two host syncs, not the terminal I/O
             print(f"d_loss: {d_loss.item():.4f}, g_loss: {g_loss.item():.4f}", file=sink)
             done += 1
+            clock.step_done(done)
             if done == steps:
                 break
-    return steps * batch_size / (time.perf_counter() - start)
+    return clock.timing()
 
 
-def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-4, betas=(0.5, 0.999)) -> float:
-    bce = nn.functional.binary_cross_entropy_with_logits
-    start = time.perf_counter()
-    real_all = to_float(mnist5k(None).images)
-    opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
-    z_dim = G.z_dim
-    done = 0
-    while done < steps:
+# --------------------------------------------------------------------------- the minimal loop
+
+
+def tensor_batches(data: ImageData, batch_size: int, variant: Variant):
+    """Endless shuffled epochs of full batches: (float images in [-1, 1], labels)."""
+    if variant.dataloader:  # our pipeline's path: uint8 batches from a DataLoader, normalised per batch
+        loader = make_dataloader(data, batch_size)
+        while True:
+            for images, labels in loader:
+                yield to_float(images), labels
+    real_all = to_float(data.images)
+    if variant.channels_last:
+        real_all = real_all.contiguous(memory_format=torch.channels_last)
+    while True:
         order = torch.randperm(len(real_all))
         for i in range(0, len(order) - batch_size + 1, batch_size):
-            real = real_all[order[i : i + batch_size]]
-            with torch.no_grad():
-                fake = G(torch.randn(batch_size, z_dim))
-            real_logits, fake_logits = D(real), D(fake)
-            d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
-            opt_D.zero_grad(set_to_none=True)
+            index = order[i : i + batch_size]
+            yield real_all[index], data.labels[index]
+
+
+def adam(module: nn.Module, lr: float, betas, variant: Variant) -> torch.optim.Adam:
+    kwargs = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(variant.adam, {})
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, **kwargs)
+
+
+def gradient_penalty(D, real, fake, labels, augment) -> torch.Tensor:
+    """WGAN-GP's E[(|grad D(x_hat)| - 1)^2] on random interpolates of real and fake images."""
+    eps = torch.rand(len(real), 1, 1, 1)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grads,) = torch.autograd.grad(D(augment(x_hat), labels).float().sum(), x_hat, create_graph=True)
+    return (grads.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-4, betas=(0.5, 0.999), *,
+                 spec: StepSpec = StepSpec(), variant: Variant = Variant(), warmup: int = 0,
+                 load: Callable[[], ImageData] = lambda: mnist5k(None)) -> LoopTiming:  # fmt: skip
+    """`steps` G steps of `spec` on the images `load` returns (called inside the timed region)."""
+    from gan.augment import DiffAugment  # the same differentiable transforms as our step
+
+    clock = Clock(steps, warmup, batch_size)
+    if variant.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_G, opt_D = adam(G, lr, betas, variant), adam(D, lr, betas, variant)
+    G_run, D_run = (torch.compile(G), torch.compile(D)) if variant.compile else (G, D)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant.bf16 else nullcontext
+    augment, d_loss_fn, g_loss_fn = DiffAugment(list(spec.augment)), D_LOSSES[spec.loss], G_LOSSES[spec.loss]
+    batches = tensor_batches(load(), batch_size, variant)
+    z_dim = G.z_dim
+    for done in range(1, steps + 1):
+        for _ in range(spec.n_critic):
+            real, labels = next(batches)
+            labels = labels if spec.conditional else None
+            with torch.no_grad(), autocast():
+                fake = G_run(torch.randn(batch_size, z_dim), labels)
+            with autocast():
+                real_out, fake_out = D_run(augment(real), labels), D_run(augment(fake), labels)
+                d_loss = d_loss_fn(real_out.float(), fake_out.float())
+                if spec.gp_weight > 0:
+                    d_loss = d_loss + spec.gp_weight * gradient_penalty(D_run, real, fake.float(), labels, augment)
+            opt_D.zero_grad(set_to_none=variant.set_to_none)
             d_loss.backward()
             opt_D.step()
-            fake_logits = D(G(torch.randn(batch_size, z_dim)))
-            g_loss = bce(fake_logits, torch.ones_like(fake_logits))
-            opt_G.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_G.step()
-            done += 1
-            if done == steps:
-                break
-    return steps * batch_size / (time.perf_counter() - start)
+        D.requires_grad_(False)  # G's backward needs D's input gradients only
+        with autocast():
+            g_loss = g_loss_fn(D_run(augment(G_run(torch.randn(batch_size, z_dim), labels)), labels).float())
+        opt_G.zero_grad(set_to_none=variant.set_to_none)
+        g_loss.backward()
+        opt_G.step()
+        D.requires_grad_(True)
+        if variant.item_sync:
+            d_loss.item()
+            g_loss.item()
+        clock.step_done(done)
+    return clock.timing()

@@ -1,0 +1,135 @@
+"""Measuring on a shared machine: alternated repeats, best-of-N, peak memory per measurement, the machine.
+
+Every comparison runs its candidates in turn (A, B, A, B, ...), so drift in the machine's load
+hits all of them alike, and keeps each one's best run: on a busy CPU the best run is the one
+least disturbed by other work.
+"""
+
+import ctypes
+import ctypes.util
+import gc
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+MIB = 2**20
+
+
+def status_kib(field: str) -> int | None:
+    """A 'VmHWM:   1234 kB' line of /proc/self/status, in KiB (None off Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) while the with-block runs, in this process.
+
+    On entry, garbage is collected, glibc's free heap handed back to the kernel (malloc_trim),
+    and the kernel's high-water mark reset to the current RSS (/proc/self/clear_refs, Linux >= 4.0);
+    VmHWM on exit is then the block's own peak, on top of what the process already held (`start_mib`).
+    Where the reset is refused, `peak_mib` is the process's high-water mark since it started
+    (getrusage) and `exact` is False.
+    """
+
+    def __enter__(self):
+        gc.collect()
+        libc = ctypes.util.find_library("c")
+        if libc:
+            ctypes.CDLL(libc).malloc_trim(0)
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.exact = True
+        except OSError:
+            self.exact = False
+        self.start_mib = (status_kib("VmRSS") or 0) / 1024
+        return self
+
+    def __exit__(self, *exc):
+        hwm = status_kib("VmHWM") if self.exact else None
+        if hwm is None:  # ru_maxrss is in KiB on Linux
+            hwm, self.exact = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, False
+        self.peak_mib = hwm / 1024
+        return False
+
+
+def measured(fn: Callable[[], dict]) -> dict:
+    """fn's result plus its peak RSS and wall time."""
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        try:
+            out = fn()
+        except Exception as err:  # one failed candidate (e.g. a compiler error) must not end the bench
+            out = {"error": f"{err.__class__.__name__}: {str(err)[:300]}"}
+        seconds = time.perf_counter() - start
+    return out | {"peak_rss_mib": round(mem.peak_mib), "rss_before_mib": round(mem.start_mib),
+                  "peak_rss_exact": mem.exact, "wall_s": round(seconds, 3)}  # fmt: skip
+
+
+def alternate(candidates: dict[str, Callable[[], dict]], repeats: int, log=print) -> dict[str, list[dict]]:
+    """Run every candidate once per round, in turn, for `repeats` rounds; all results per candidate."""
+    runs: dict[str, list[dict]] = {name: [] for name in candidates}
+    for round_ in range(repeats):
+        for name, fn in candidates.items():
+            result = measured(fn)
+            runs[name].append(result)
+            log(f"    round {round_ + 1}/{repeats} {name}: " + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+                if k in ("img_per_s", "steady_img_per_s", "peak_rss_mib", "wall_s", "error")))  # fmt: skip
+    return runs
+
+
+def best(runs: list[dict], key: str = "steady_img_per_s") -> dict:
+    """The least disturbed run (highest `key`), with every run's value and the peak memory of all."""
+    ok = [r for r in runs if r.get(key) is not None]
+    if not ok:
+        return runs[-1] | {"runs": [None] * len(runs)}
+    top = max(ok, key=lambda r: r[key])
+    return top | {"runs": [r.get(key) for r in runs], "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def machine() -> dict:
+    import accelerate
+
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "simd": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }

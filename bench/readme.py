@@ -1,0 +1,178 @@
+"""bench/results.json as Markdown: the tables `bench/run.py` prints and writes into the README.
+
+`python bench/run.py --readme` replaces the text between the README's `<!-- perf -->` and
+`<!-- /perf -->` markers with `render(results)`; nothing else in the README changes.
+"""
+
+import re
+from pathlib import Path
+
+from gan.errors import GanError
+
+BEGIN, END = "<!-- perf -->", "<!-- /perf -->"
+TARGETS = {"dcgan_mnist": ("minimal", 0.95), "vanilla_mnist": ("guide", 1.3)}  # the issue's targets
+REFERENCE_NAMES = {"minimal": "minimal hand-written loop", "guide": "the guide's original loop"}
+
+
+def fmt(value, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
+def steady(run: dict | None) -> float | None:
+    return run.get("steady_img_per_s") if run and "error" not in run else None
+
+
+def machine_lines(r: dict) -> list[str]:
+    m, peak = r["machine"], r["peak"]
+    mode = "`python bench/run.py --quick`" if r["quick"] else "`python bench/run.py`"
+    loads = f"{m['load_average_start']} at the start, {m.get('load_average_end', '-')} at the end"
+    return [
+        f"Measured by {mode} on {r['date']}: **{m['cpu']}**, {m['cores']} cores ({', '.join(m['simd'])}), "
+        f"{m['memory_gib']} GiB; torch {m['torch']}, accelerate {m['accelerate']}, Python {m['python']}; "
+        f"{m['torch_threads']} torch thread(s) (OMP_NUM_THREADS={m['omp_num_threads']}). Load average {loads}: "
+        "the machine was shared with other jobs, so every figure is a ratio of runs alternated in the same "
+        "run, each the best of its rounds.",
+        "",
+        f"Peak, measured in the same run: a {peak['fp32']['n']}² fp32 matmul runs at "
+        f"**{fmt(peak['fp32']['flop_per_s'] / 1e9, 1)} GFLOP/s** (bf16: {fmt(peak['bf16']['flop_per_s'] / 1e9, 1)}; "
+        f"fp32 again at the end: {fmt(r.get('peak_end', {}).get('flop_per_s', 0) / 1e9, 1)}). MFU is the step's "
+        "counted FLOPs (FlopCounterMode: matmuls and convolutions, forward and backward, n_critic D steps + "
+        "1 G step) times img/s, over the fp32 peak.",
+        "",
+    ]
+
+
+def preset_rows(r: dict) -> list[str]:
+    peak = r["peak"]["fp32"]["flop_per_s"]
+    rows = [
+        "| preset | data | G steps x rounds | ours img/s | reference img/s | ours / reference | end to end "
+        "| MFLOP/img | GFLOP/s | MFU | peak RSS MiB ours / ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in r.get("presets", {}).items():
+        flops, plan = e["flops"]["per_image"], e["plan"]
+        head = f"| {name} | {e['data']} | {plan['steps']} x {plan['repeats']} "
+        if e.get("skipped"):
+            rows.append(head + f"| {e['skipped']} | | | | {fmt(flops / 1e6, 1)} | | | |")
+            continue
+        runs = e["runs"]
+        ours = runs["ours"]
+        for ref in ("minimal", "guide"):
+            if ref == "guide" and ref not in runs:
+                continue
+            other = runs.get(ref)
+            ref_cell = fmt(steady(other)) if other else f"n/a: {e.get('minimal_na')}"
+            end_to_end = ratio(ours.get("img_per_s"), other.get("img_per_s")) if other else None
+            achieved = steady(ours) * flops if steady(ours) else None
+            rows.append(
+                head.replace(f"| {name} ", f"| {name} vs {REFERENCE_NAMES[ref]} ")
+                + f"| {fmt(steady(ours))} | {ref_cell} | **{fmt(ratio(steady(ours), steady(other)), 2, 'x')}** "
+                f"| {fmt(end_to_end, 2, 'x')} | {fmt(flops / 1e6, 1)} | {fmt(achieved and achieved / 1e9, 1)} "
+                f"| {fmt(achieved and 100 * achieved / peak, 1, '%')} "
+                f"| {ours.get('peak_rss_mib', '-')} / {other.get('peak_rss_mib', '-') if other else '-'} |"
+            )
+    return rows + [""]
+
+
+def target_lines(r: dict) -> list[str]:
+    lines = []
+    for preset, (ref, target) in TARGETS.items():
+        runs = r.get("presets", {}).get(preset, {}).get("runs")
+        if not runs or ref not in runs:
+            continue
+        value = ratio(steady(runs["ours"]), steady(runs[ref]))
+        verdict = "met" if value and value >= target else "**not met**"
+        lines.append(f"- {preset}: {fmt(value, 2, 'x')} the {REFERENCE_NAMES[ref]} (target >= {target}x): {verdict}.")
+    return (["Targets (steady state):", "", *lines, ""]) if lines else []
+
+
+def study_rows(r: dict) -> list[str]:
+    study = r.get("study")
+    if not study:
+        return []
+    nets = list(study)
+    header = "| variant | " + " | ".join(f"{n} img/s | x baseline" for n in nets) + " |"
+    rows = ["CPU optimisations, one at a time, in the minimal loop (steady state, after warm-up steps), "
+            "then the winners together, then in our loop through Accelerate's own settings:", "",
+            header, "|---|" + "---|---|" * len(nets)]  # fmt: skip
+    for group, base in (("minimal", "baseline"), ("combined", "baseline"), ("ours", "ours")):
+        names = dict.fromkeys(name for n in nets for name in study[n].get(group, {}))
+        for name in names:
+            cells = []
+            for n in nets:
+                runs = study[n].get(group, {})
+                run = runs.get(name)
+                if run is None:
+                    cells.append("n/a | ")
+                    continue
+                value = ratio(steady(run), steady(runs.get(base)))
+                cells.append(f"{fmt(steady(run))} | {fmt(value, 2, 'x') if 'error' not in run else run['error'][:60]}")
+            label = name if group != "combined" else f"together: {name}"
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    warmups = [f"{n}: {fmt(study[n]['minimal'][v].get('warmup_s'), 1)} s" for n in nets
+               for v in study[n].get("minimal", {}) if v == "torch.compile"]  # fmt: skip
+    notes = ["", f"Set-up plus warm-up steps with torch.compile (compilation): {', '.join(warmups)}."] if warmups else []
+    return rows + notes + [""]
+
+
+def evaluator_rows(r: dict) -> list[str]:
+    e = r.get("evaluator")
+    if not e:
+        return []
+    n = e["num_samples"]
+    ours, raw, fixed = min(e["evaluator_s"]), min(e["raw_s"]), e["metrics_s"]
+    return [
+        f"Evaluator, one checkpoint, N={n} generated images, batch {e['batch_size']} (best of "
+        f"{len(e['evaluator_s'])}, alternated), Inception weights `{e['weights']}`:",
+        "",
+        "| | seconds | img/s | x raw extraction |",
+        "|---|---|---|---|",
+        f"| evaluator: load G, generate, Inception features, FID+KID, metrics.jsonl | {fmt(ours, 2)} "
+        f"| {fmt(n / ours, 1)} | {fmt(raw / ours, 2, 'x')} |",
+        f"| torch-fidelity's raw feature extraction of the same images | {fmt(raw, 2)} | {fmt(n / raw, 1)} | 1.00x |",
+        f"| evaluator without FID+KID from the features (fixed per checkpoint: {fmt(fixed, 2)} s) "
+        f"| {fmt(ours - fixed, 2)} | {fmt(n / (ours - fixed), 1)} | {fmt(raw / (ours - fixed), 2, 'x')} |",
+        "",
+        f"Real-data statistics of {e['num_real']} images: computed {fmt(e['real_miss_s'], 2)} s, loaded from the "
+        f"cache {fmt(min(e['real_hit_s']), 3)} s. Peak RSS of the evaluator section: {e.get('peak_rss_mib', '-')} MiB.",
+        "",
+    ]
+
+
+def ddp_rows(r: dict) -> list[str]:
+    d = r.get("ddp")
+    if not d:
+        return []
+    runs = d["runs"]
+    base_name = next(iter(runs))
+    base = steady(runs[base_name])
+    rows = [f"Data parallel on the CPU (gloo), {d['preset']}, batch {d['batch_size']} per process, "
+            f"{d['steps']} G steps (steady state from the loop's log), best of {d['repeats']}:", "",
+            "| processes x threads each | img/s, all processes | x 1 process x 1 thread | scaling efficiency |",
+            "|---|---|---|---|"]  # fmt: skip
+    for name, run in runs.items():
+        speedup = ratio(steady(run), base)
+        procs = run.get("processes") or 1
+        eff = fmt(speedup / procs * 100, 0, "%") if speedup and procs > 1 else "-"
+        cell = run["error"][:80] if "error" in run else fmt(steady(run))
+        rows.append(f"| {name} | {cell} | {fmt(speedup, 2, 'x')} | {eff} |")
+    return rows + [""]
+
+
+def render(r: dict) -> str:
+    parts = machine_lines(r) + preset_rows(r) + target_lines(r) + study_rows(r) + evaluator_rows(r) + ddp_rows(r)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def update_readme(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(content):
+        raise GanError(f"{readme} has no {BEGIN} ... {END} markers to write the performance tables between")
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content, count=1))

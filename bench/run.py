@@ -1,0 +1,259 @@
+"""The benchmark harness: training, FLOPs, MFU, evaluator and memory, every figure a ratio from one run.
+
+python bench/run.py [--quick] [--ddp N] [--presets a,b] [--sections presets,study,evaluator]
+python bench/run.py --readme          # rewrite the README's performance section from bench/results.json
+
+Sections, each measured side by side (candidates alternated A, B, A, B; best of the rounds):
+- presets: every preset in configs/ in our loop (gan.train_loop.train, in-process, W&B disabled)
+  against a minimal hand-written loop with the same networks, batch and step (and, for
+  vanilla_mnist, the guide's original loop); FLOPs per image counted on our real step; MFU
+  against a large fp32 matmul timed in the same run; peak RSS per measurement. CIFAR-10 presets
+  run on the embedded digits at 32 px RGB (no download here).
+- study: the CPU optimisations (channels_last, torch.compile, bf16 autocast, foreach/fused Adam,
+  zero_grad, .item(), DataLoader, threads) one at a time in the minimal loop on the vanilla and
+  DCGAN networks, the winners together, and bf16 / compile in our loop through Accelerate.
+- evaluator: bench/bench_evaluate.py's measurement (the evaluator against torch-fidelity's raw
+  Inception feature extraction of the same images).
+- --ddp N: `accelerate launch` with N CPU processes (gloo) against 1 process, same per-process batch.
+
+--quick shortens every run, skips the study and the presets whose G step takes seconds.
+"""
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+from argparse import Namespace
+from contextlib import redirect_stdout
+from dataclasses import asdict, replace
+from io import StringIO
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import ddp  # noqa: E402
+from bench.flops import count_step_flops, matmul_peak  # noqa: E402
+from bench.measure import PeakRSS, alternate, best, machine  # noqa: E402
+from bench.readme import render, update_readme  # noqa: E402
+from bench.reference_loops import StepSpec, Variant  # noqa: E402
+from bench.training import CIFAR_STAND_IN, ROOT, guide, minimal, ours, plan, preset_config  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results.json"
+GUIDE_PRESET = "vanilla_mnist"  # the guide's networks and batch
+STUDY_PRESETS = ("vanilla_mnist", "dcgan_mnist")
+DDP_PRESET = "dcgan_mnist"
+HEAVY_S = 3.0  # estimated seconds per G step above which a preset runs one round (skipped by --quick)
+WIN = 1.03  # a variant "wins" when it is this much faster than the baseline (noise on a shared CPU is ~2%)
+SECTIONS = ("presets", "study", "evaluator")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def warm_imports() -> None:
+    """Import what the measured code imports, so that no measurement pays for it."""
+    import torch_fidelity  # noqa: F401
+    import torchvision.transforms  # noqa: F401
+    import wandb  # noqa: F401
+
+    import gan.train_loop  # noqa: F401
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def bench_presets(presets: list[str], flops: dict, peak: float, quick: bool) -> dict:
+    out = {}
+    for preset in presets:
+        cfg = preset_config(preset)
+        p = plan(flops[preset]["per_g_step"], cfg.train.n_critic, peak, 2.5 if quick else 8, 2, quick, HEAVY_S)
+        data = "mnist5k as 32 px RGB (CIFAR-10 stand-in)" if preset_is_cifar(preset) else cfg.data.name
+        entry = {"data": data, "plan": asdict(p), "flops": flops[preset], "n_critic": cfg.train.n_critic}
+        out[preset] = entry
+        if p.skip:
+            entry["skipped"] = p.skip
+            log(f"  {preset}: {p.skip}")
+            continue
+        log(f"  {preset}: {p.steps} G steps x {p.repeats} rounds (~{p.est_step_s:.2f} s per step estimated)")
+        candidates = {"ours": lambda preset=preset, p=p: ours(preset, p.steps, p.log_every)}
+        reason = StepSpec.unsupported(cfg)
+        if reason is None:
+            candidates["minimal"] = lambda preset=preset, p=p: minimal(preset, p.steps, p.log_every)
+        else:
+            entry["minimal_na"] = reason
+        if preset == GUIDE_PRESET:
+            candidates["guide"] = lambda p=p: guide(p.steps, p.log_every)
+        entry["runs"] = {name: best(runs) for name, runs in alternate(candidates, p.repeats, log).items()}
+    return out
+
+
+def preset_is_cifar(preset: str) -> bool:
+    from gan.config import load_config
+
+    return load_config(ROOT / "configs" / f"{preset}.yaml").data.name == "cifar10"
+
+
+def study_variants(conv: bool, cores: int) -> dict[str, Variant]:
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else cores
+    variants = {
+        "baseline": Variant(),
+        "channels_last": Variant(channels_last=True),
+        "bf16 autocast": Variant(bf16=True),
+        "torch.compile": Variant(compile=True),
+        "Adam foreach": Variant(adam="foreach"),
+        "Adam fused": Variant(adam="fused"),
+        "zero_grad(set_to_none=False)": Variant(set_to_none=False),
+        ".item() on both losses every step": Variant(item_sync=True),
+        "batches through our DataLoader": Variant(dataloader=True),
+        f"{other} thread(s) instead of {threads}": Variant(threads=other),
+    }
+    if not conv:
+        del variants["channels_last"]
+    if other == threads:
+        del variants[f"{other} thread(s) instead of {threads}"]
+    return variants
+
+
+COMBINABLE = ("channels_last", "compile", "bf16", "adam")  # optimisations one would switch on together
+
+
+def combinable(variant: Variant) -> bool:
+    return any(getattr(variant, f) != getattr(Variant(), f) for f in COMBINABLE)
+
+
+def combine(winners: list[Variant]) -> Variant:
+    merged = Variant()
+    for variant in winners:
+        merged = replace(merged, **{f: getattr(variant, f) for f in COMBINABLE if getattr(variant, f) != getattr(Variant(), f)})
+    return merged
+
+
+def bench_study(flops: dict, peak: float, cores: int) -> dict:
+    return {preset: study(preset, flops[preset], peak, cores) for preset in STUDY_PRESETS}
+
+
+def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
+    cfg = preset_config(preset)
+    p = plan(flops["per_g_step"], cfg.train.n_critic, peak, 5, 2, False)
+    warmup = max(3, p.log_every)  # torch.compile compiles in the first D and G steps
+    variants = study_variants(cfg.model.network != "mlp", cores)
+    log(f"  study {preset}: {p.steps} G steps ({warmup} warm-up) x {p.repeats} rounds, {len(variants)} variants")
+    candidates = {name: (lambda v=v: minimal(preset, p.steps, warmup, v)) for name, v in variants.items()}
+    entry = {"steps": p.steps, "warmup": warmup, "repeats": p.repeats,
+             "minimal": {name: best(r) for name, r in alternate(candidates, p.repeats, log).items()}}  # fmt: skip
+
+    # keep what wins: the optimisations faster than the baseline, switched on together
+    base = entry["minimal"]["baseline"]["steady_img_per_s"]
+    entry["winners"] = [name for name, v in variants.items() if combinable(v)
+                        and (entry["minimal"][name].get("steady_img_per_s") or 0) > WIN * base]  # fmt: skip
+    if len(entry["winners"]) > 1:
+        together = combine([variants[w] for w in entry["winners"]])
+        pair = {"baseline": lambda: minimal(preset, p.steps, warmup),
+                " + ".join(entry["winners"]): lambda: minimal(preset, p.steps, warmup, together)}  # fmt: skip
+        entry["combined"] = {name: best(r) for name, r in alternate(pair, p.repeats, log).items()}
+
+    # our loop with Accelerate's own switches (log windows: the first one holds the compilation)
+    log_every = max(2, p.steps // 4)
+    steps = 4 * log_every
+    settings = {"ours": None, "ours + ACCELERATE_MIXED_PRECISION=bf16": {"ACCELERATE_MIXED_PRECISION": "bf16"},
+                "ours + ACCELERATE_DYNAMO_BACKEND=inductor": {"ACCELERATE_DYNAMO_BACKEND": "inductor"}}  # fmt: skip
+    ours_candidates = {name: (lambda env=env: ours(preset, steps, log_every, env)) for name, env in settings.items()}
+    entry["ours"] = {name: best(r) for name, r in alternate(ours_candidates, p.repeats, log).items()}
+    return entry
+
+
+def bench_evaluator(quick: bool) -> dict:
+    from bench.bench_evaluate import measure, tiny_run
+
+    n = 20 if quick else 100
+    args = Namespace(num_samples=n, num_real=n, batch_size=min(50, n), repeats=2)
+    saved = os.environ.get("GAN_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as tmp, redirect_stdout(StringIO()):
+        os.environ["GAN_CACHE_DIR"] = str(Path(tmp) / "cache")  # private and empty: the first call is a miss
+        try:
+            ckpt = tiny_run(Path(tmp) / "run")
+            with PeakRSS() as mem:
+                result = measure(Path(tmp) / "run", ckpt, args)
+        finally:
+            os.environ.pop("GAN_CACHE_DIR") if saved is None else os.environ.update(GAN_CACHE_DIR=saved)
+    return result | {"peak_rss_mib": round(mem.peak_mib)}
+
+
+def bench_ddp(processes: int, flops: dict, peak: float, quick: bool, cores: int) -> dict:
+    cfg = preset_config(DDP_PRESET)
+    p = plan(flops[DDP_PRESET]["per_g_step"], cfg.train.n_critic, peak, 4 if quick else 10, 1 if quick else 2, quick)
+    steps = max(8, p.steps)
+    configs = ddp.configurations(processes, cores)
+    log(f"  ddp {DDP_PRESET}: {steps} G steps x {p.repeats} rounds: {', '.join(configs)}")
+    candidates = {name: (lambda c=c: ddp.launch(DDP_PRESET, *c, steps, steps // 4, cfg.train.batch_size))
+                  for name, c in configs.items()}  # fmt: skip
+    runs = {name: best(r) for name, r in alternate(candidates, p.repeats, log).items()}
+    return {"preset": DDP_PRESET, "batch_size": cfg.train.batch_size, "steps": steps, "repeats": p.repeats,
+            "runs": runs}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs; no study, no multi-second presets")
+    parser.add_argument("--ddp", type=int, default=0, metavar="N", help="also measure N CPU processes against 1")
+    parser.add_argument("--presets", help="comma-separated preset names (default: every file in configs/)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results (JSON)")
+    parser.add_argument("--readme", action="store_true", help="only rewrite README.md's section from --out")
+    args = parser.parse_args(argv)
+    args.sections = [s for s in args.sections.split(",") if s]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    known = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+    args.presets = args.presets.split(",") if args.presets else known
+    if set(args.presets) - set(known):
+        parser.error(f"unknown presets {sorted(set(args.presets) - set(known))}; choose from {', '.join(known)}")
+    return args
+
+
+def main(argv=None) -> None:
+    import json
+
+    args = parse_args(argv)
+    if args.readme:
+        update_readme(ROOT / "README.md", render(json.loads(args.out.read_text())))
+        log(f"README.md: performance section rewritten from {args.out}")
+        return
+    os.environ.update(WANDB_MODE="disabled", WANDB_SILENT="true", TQDM_DISABLE="1")
+    warm_imports()
+    info = machine()
+    cores = info["cores"]
+    log(f"{info['cpu']}, {cores} cores, torch {info['torch']}, {info['torch_threads']} threads")
+    results = {"date": datetime.date.today().isoformat(), "quick": args.quick, "machine": info,
+               "cifar_stand_in": CIFAR_STAND_IN,
+               "peak": {"fp32": matmul_peak(), "bf16": matmul_peak(dtype=torch.bfloat16)}}  # fmt: skip
+    peak = results["peak"]["fp32"]["flop_per_s"]
+    log(f"peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s; counting FLOPs")
+    flops = {p: count_step_flops(preset_config(p)) for p in sorted({*args.presets, *STUDY_PRESETS, DDP_PRESET})}
+    if "presets" in args.sections:
+        results["presets"] = bench_presets(args.presets, flops, peak, args.quick)
+    if "study" in args.sections and not args.quick:
+        results["study"] = bench_study(flops, peak, cores)
+    if "evaluator" in args.sections:
+        log("  evaluator")
+        results["evaluator"] = bench_evaluator(args.quick)
+    if args.ddp:
+        results["ddp"] = bench_ddp(args.ddp, flops, peak, args.quick, cores)
+    results["peak_end"] = matmul_peak()
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(render(results))
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
