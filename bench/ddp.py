@@ -15,9 +15,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.training import ROOT, steady_rate
+from bench.training import ROOT
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+
+
+def steady_rate(windows: list[dict], images_per_window: int) -> float | None:
+    """img/s over the log windows after the first, from each window's logged train/img_per_s."""
+    later = [w["train/img_per_s"] for w in windows[1:] if w.get("train/img_per_s")]
+    if not later:
+        return None
+    return len(later) * images_per_window / sum(images_per_window / rate for rate in later)
 
 
 def free_port() -> int:

@@ -46,6 +46,9 @@ GUIDE_PRESET = "vanilla_mnist"  # the guide's networks and batch
 STUDY_PRESETS = ("vanilla_mnist", "dcgan_mnist")
 DDP_PRESET = "dcgan_mnist"
 HEAVY_S = 3.0  # estimated seconds per G step above which a preset runs one round (skipped by --quick)
+# seconds per run and alternated rounds: many short runs, so that some run while the machine is quiet
+PRESET_RUN = {"quick": (2.0, 2), "full": (4.0, 3)}
+STUDY_RUN = (2.0, 3)
 WIN = 1.03  # a variant "wins" when it is this much faster than the baseline (noise on a shared CPU is ~2%)
 SECTIONS = ("presets", "study", "evaluator")
 
@@ -70,7 +73,8 @@ def bench_presets(presets: list[str], flops: dict, peak: float, quick: bool) -> 
     out = {}
     for preset in presets:
         cfg = preset_config(preset)
-        p = plan(flops[preset]["per_g_step"], cfg.train.n_critic, peak, 2.5 if quick else 8, 2, quick, HEAVY_S)
+        target_s, rounds = PRESET_RUN["quick" if quick else "full"]
+        p = plan(flops[preset]["per_g_step"], cfg.train.n_critic, peak, target_s, rounds, quick, HEAVY_S)
         data = "mnist5k as 32 px RGB (CIFAR-10 stand-in)" if preset_is_cifar(preset) else cfg.data.name
         entry = {"data": data, "plan": asdict(p), "flops": flops[preset], "n_critic": cfg.train.n_critic}
         out[preset] = entry
@@ -139,7 +143,7 @@ def bench_study(flops: dict, peak: float, cores: int) -> dict:
 
 def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
     cfg = preset_config(preset)
-    p = plan(flops["per_g_step"], cfg.train.n_critic, peak, 5, 2, False)
+    p = plan(flops["per_g_step"], cfg.train.n_critic, peak, *STUDY_RUN, False)
     warmup = max(3, p.log_every)  # torch.compile compiles in the first D and G steps
     variants = study_variants(cfg.model.network != "mlp", cores)
     log(f"  study {preset}: {p.steps} G steps ({warmup} warm-up) x {p.repeats} rounds, {len(variants)} variants")
@@ -157,12 +161,21 @@ def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
                 " + ".join(entry["winners"]): lambda: minimal(preset, p.steps, warmup, together)}  # fmt: skip
         entry["combined"] = {name: best(r) for name, r in alternate(pair, p.repeats, log).items()}
 
-    # our loop with Accelerate's own switches (log windows: the first one holds the compilation)
+    # our loop with Accelerate's own switches, and with build_nets patched (log windows: the first
+    # one holds the compilation)
     log_every = max(2, p.steps // 4)
     steps = 4 * log_every
-    settings = {"ours": None, "ours + ACCELERATE_MIXED_PRECISION=bf16": {"ACCELERATE_MIXED_PRECISION": "bf16"},
-                "ours + ACCELERATE_DYNAMO_BACKEND=inductor": {"ACCELERATE_DYNAMO_BACKEND": "inductor"}}  # fmt: skip
-    ours_candidates = {name: (lambda env=env: ours(preset, steps, log_every, env)) for name, env in settings.items()}
+    settings = {
+        "ours": {},
+        "ours + ACCELERATE_MIXED_PRECISION=bf16": {"env": {"ACCELERATE_MIXED_PRECISION": "bf16"}},
+        "ours + ACCELERATE_DYNAMO_BACKEND=inductor": {"env": {"ACCELERATE_DYNAMO_BACKEND": "inductor"}},
+        "ours + Adam(foreach=True)": {"adam": {"foreach": True}},
+        "ours + Adam(fused=True)": {"adam": {"fused": True}},
+        "ours + channels_last networks": {"channels_last": True},
+    }
+    if cfg.model.network == "mlp":
+        del settings["ours + channels_last networks"]
+    ours_candidates = {name: (lambda kw=kw: ours(preset, steps, log_every, **kw)) for name, kw in settings.items()}
     entry["ours"] = {name: best(r) for name, r in alternate(ours_candidates, p.repeats, log).items()}
     return entry
 
@@ -234,8 +247,8 @@ def main(argv=None) -> None:
     cores = info["cores"]
     log(f"{info['cpu']}, {cores} cores, torch {info['torch']}, {info['torch_threads']} threads")
     results = {"date": datetime.date.today().isoformat(), "quick": args.quick, "machine": info,
-               "cifar_stand_in": CIFAR_STAND_IN,
-               "peak": {"fp32": matmul_peak(), "bf16": matmul_peak(dtype=torch.bfloat16)}}  # fmt: skip
+               "cifar_stand_in": CIFAR_STAND_IN, "win": WIN,
+               "peak": {"fp32": matmul_peak(repeats=10), "bf16": matmul_peak(dtype=torch.bfloat16, repeats=10)}}  # fmt: skip
     peak = results["peak"]["fp32"]["flop_per_s"]
     log(f"peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s; counting FLOPs")
     flops = {p: count_step_flops(preset_config(p)) for p in sorted({*args.presets, *STUDY_PRESETS, DDP_PRESET})}
@@ -248,7 +261,9 @@ def main(argv=None) -> None:
         results["evaluator"] = bench_evaluator(args.quick)
     if args.ddp:
         results["ddp"] = bench_ddp(args.ddp, flops, peak, args.quick, cores)
-    results["peak_end"] = matmul_peak()
+    # the machine's peak: the faster of the fp32 measurements at the start and at the end
+    samples = [peak, matmul_peak(repeats=10)["flop_per_s"]]
+    results["peak"]["fp32"] |= {"flop_per_s": max(samples), "samples": samples}
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(render(results))

@@ -1,18 +1,18 @@
 """Training throughput: our loop (gan.train_loop.train, in-process) against the reference loops.
 
 Each measurement returns img/s end to end (set-up, data loading, the final checkpoint and sample
-grid included) and in the steady state: for our loop, the img/s that the loop itself logs in
-train_log.jsonl over every log window but the first; for the reference loops, the steps after
-the same number of warm-up steps. Images are those of the G steps' batches, the loop's own unit.
+grid included) and in the steady state: for our loop, over every log window but the first; for
+the reference loops, over the steps after as many warm-up steps. Steady img/s is given per
+second of wall time and per second of the process's CPU time. Images are those of the G steps'
+batches, the loop's own unit.
 """
 
 import io
-import json
 import os
 import tempfile
 import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -100,32 +100,76 @@ def accelerate_env(env: dict[str, str] | None):
         torch._dynamo.reset()
 
 
-def steady_rate(windows: list[dict], images_per_window: int) -> float | None:
-    """img/s over the log windows after the first, from each window's logged train/img_per_s."""
-    later = [w["train/img_per_s"] for w in windows[1:] if w.get("train/img_per_s")]
-    if not later:
-        return None
-    return len(later) * images_per_window / sum(images_per_window / rate for rate in later)
+@contextmanager
+def window_marks():
+    """(wall, CPU) times at the end of each of our loop's log windows, recorded as the loop calls
+    gan.train_loop.log_window; what the loop does is unchanged."""
+    from gan import train_loop
+
+    marks, original = [], train_loop.log_window
+
+    def recording(*args, **kwargs):
+        marks.append((time.perf_counter(), time.process_time()))
+        return original(*args, **kwargs)
+
+    train_loop.log_window = recording
+    try:
+        yield marks
+    finally:
+        train_loop.log_window = original
 
 
-def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None) -> dict:
-    """Our loop, in this process, for `steps` G steps; W&B disabled, output captured."""
+@contextmanager
+def patched_nets(adam: dict | None, channels_last: bool):
+    """Our loop with Adam given extra arguments (foreach, fused) and/or channels_last networks: what
+    the same change in gan/train_loop.py's build_nets would do, measured without editing gan/."""
+    from gan import train_loop
+
+    original_adam, original_build = torch.optim.Adam, train_loop.build_networks
+
+    class PatchedAdam(original_adam):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs, **(adam or {}))
+
+    def build_channels_last(*args, **kwargs):
+        return tuple(net.to(memory_format=torch.channels_last) for net in original_build(*args, **kwargs))
+
+    torch.optim.Adam = PatchedAdam if adam else original_adam
+    train_loop.build_networks = build_channels_last if channels_last else original_build
+    try:
+        yield
+    finally:
+        torch.optim.Adam, train_loop.build_networks = original_adam, original_build
+
+
+def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, adam: dict | None = None,
+         channels_last: bool = False) -> dict:  # fmt: skip
+    """Our loop, in this process, for `steps` G steps; W&B disabled, output captured.
+
+    Steady state: from the end of the first log window to the end of the last (set-up, the first
+    window's warm-up, and the final sample grid and checkpoint excluded). `env` holds Accelerate's
+    settings for the run; `adam` and `channels_last` patch the set-up (see patched_nets).
+    """
     from gan.train_loop import train
 
     cfg = preset_config(preset, f"train.steps={steps}", f"train.log_every={log_every}", "wandb.mode=disabled")
     output = io.StringIO()
-    with accelerate_env(env), tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
+    with (
+        accelerate_env(env),
+        patched_nets(adam, channels_last),
+        tempfile.TemporaryDirectory() as tmp,
+        window_marks() as marks,
+    ):
         start = time.perf_counter()
         with redirect_stdout(output), redirect_stderr(output):
-            code = train(cfg, run_dir)
+            code = train(cfg, Path(tmp) / "run")
         seconds = time.perf_counter() - start
-        log = run_dir / "train_log.jsonl"
-        windows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if code != 0:
         return {"error": f"exit code {code}: {output.getvalue()[-300:]}"}
-    images = cfg.train.batch_size
-    return {"img_per_s": steps * images / seconds, "steady_img_per_s": steady_rate(windows, log_every * images)}
+    steady_images = (len(marks) - 1) * log_every * cfg.train.batch_size
+    (wall0, cpu0), (wall1, cpu1) = marks[0], marks[-1]
+    return {"img_per_s": steps * cfg.train.batch_size / seconds, "steady_img_per_s": steady_images / (wall1 - wall0),
+            "steady_cpu_img_per_s": steady_images / max(cpu1 - cpu0, 1e-9), "warmup_s": wall0 - start}  # fmt: skip
 
 
 def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None) -> dict:
@@ -149,10 +193,8 @@ def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None
         torch.set_num_threads(threads)
         if variant.compile:
             torch._dynamo.reset()
-    return {"img_per_s": timing.img_per_s, "steady_img_per_s": timing.steady_img_per_s,
-            "warmup_s": timing.warmup_s}  # fmt: skip
+    return asdict(timing)
 
 
 def guide(steps: int, warmup: int) -> dict:
-    timing = guide_loop(steps, 64, warmup)
-    return {"img_per_s": timing.img_per_s, "steady_img_per_s": timing.steady_img_per_s}
+    return asdict(guide_loop(steps, 64, warmup))

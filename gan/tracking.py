@@ -48,7 +48,9 @@ class WindowMeans:
 
     def compute(self) -> dict[str, float]:
         """Called on every process (it all-gathers under DDP); resets the window."""
-        out = {name: float(metric.compute()) for name, metric in sorted(self.metrics.items())}
+        # A scalar with no update in this window (lazy R1 every k steps) is left out, not NaN; the
+        # pattern of updates is the same on every process, so they all skip the same all-gather.
+        out = {name: float(m.compute()) for name, m in sorted(self.metrics.items()) if m.update_count}
         for metric in self.metrics.values():
             metric.reset()
         return out

@@ -27,7 +27,7 @@ EVAL = [PYTHON, str(EVALUATE)]
 @dataclass
 class Case:
     name: str
-    args: list  # "{run}", "{new}", "{file}", "{empty}", "{junk}", "{data}", "{bad_yaml}", "{list_yaml}" are filled in
+    args: list  # "{run}", "{new}", "{file}", "{empty}", "{junk}", "{locked}", "{data}", "{bad_yaml}"... filled in
     message: str  # must appear in the error line
     data: str = "{empty}"  # what {data} stands for
     skip: str | None = None  # why the row cannot run here, if it cannot
@@ -45,15 +45,12 @@ CASES = [
     # config values out of range and unknown enum values
     Case("steps_negative", [*ON_RUN, "train.steps=-3"], "train.steps must be > 0, got -3"),
     Case("batch_zero", [*ON_RUN, "train.batch_size=0"], "train.batch_size must be > 0, got 0"),
-    Case("lr_d_negative", [*ON_RUN, "optim.lr_d=-0.0002"], "optim.lr_d must be > 0"),
     Case("lr_g_zero_in_e_notation", [*ON_RUN, "optim.lr_g=0e-4"], "optim.lr_g must be > 0, got 0.0"),
     Case("betas_out_of_range", [*ON_RUN, "optim.betas=[0.5,1.5]"], "optim.betas must be two numbers in [0, 1)"),
     Case("ema_decay_one", [*ON_RUN, "train.ema_decay=1.0"], "train.ema_decay must be in (0, 1) or null"),
     Case("channels_two", [*ON_RUN, "data.channels=2"], "data.channels must be 1 or 3, got 2"),
     Case("on_nonfinite_unknown", [*ON_RUN, "train.on_nonfinite=ignore"],
          "train.on_nonfinite: unknown value 'ignore'; choose one of: stop, skip"),
-    Case("wandb_mode_unknown", [*ON_RUN, "wandb.mode=sometimes"], "wandb.mode: unknown value 'sometimes'"),
-    Case("network_unknown", [*ON_RUN, "model.network=stylegan9"], "model.network: unknown network 'stylegan9'"),
     # what the networks and the data cannot do
     Case("dcgan_at_40px", [*ON_RUN, "data.resolution=40"],
          "data.resolution=40 cannot be produced by model.network=dcgan; choose one of: 28, 32, 64"),
@@ -63,7 +60,8 @@ CASES = [
     Case("data_folder_missing", [*ON_RUN, *FOLDER], "is not a folder (data.name=image_folder)", data="{new}"),
     Case("data_folder_empty", [*ON_RUN, *FOLDER], "holds no readable images"),
     Case("data_folder_only_junk", [*ON_RUN, *FOLDER], "holds no readable images", data="{junk}"),
-    Case("data_folder_unreadable", [*ON_RUN, *FOLDER], "cannot be read", data="{junk}", skip=skip_as_root()),
+    # mode 000: "cannot be read", or no images where the directory walk skips what it may not read
+    Case("data_folder_unreadable", [*ON_RUN, *FOLDER], "data.root=", data="{locked}", skip=skip_as_root()),
     # run folders that cannot be one
     Case("run_dir_is_a_file", [*TRAIN, "--run-dir", "{file}", *TINY], "is a file, not a folder"),
     Case("run_dir_inside_a_file", [*TRAIN, "--run-dir", "{file}/run", *TINY], "is a file, not a folder"),
@@ -79,8 +77,6 @@ CASES = [
          "expected a mapping of sections"),
     # generate's command line and sources
     Case("generate_num_zero", [*GENERATE, "{run}", "--num", "0", "--out", "{new}"], "--num must be > 0, got 0"),
-    Case("generate_num_not_a_number", [*GENERATE, "{run}", "--num", "lots", "--out", "{new}"],
-         "argument --num: invalid int value: 'lots'"),
     Case("generate_without_out", [*GENERATE, "{run}", "--num", "2"], "the following arguments are required: --out"),
     Case("generate_missing_source", [*GENERATE, "{new}", "--out", "{new}.png"], "does not exist"),
     Case("generate_no_checkpoint", [*GENERATE, "{empty}", "--out", "{new}.png"], "has no complete checkpoint"),
@@ -91,7 +87,6 @@ CASES = [
          "cannot be written"),
     # evaluate's command line and run folders
     Case("evaluate_missing_run", [*EVAL, "{new}"], "does not exist", skip=skip_unless_evaluate()),
-    Case("evaluate_folder_without_run", [*EVAL, "{empty}"], "has no config.yaml", skip=skip_unless_evaluate()),
     Case("evaluate_unknown_metric", [*EVAL, "{run}", "--metrics", "fid,nope"], "--metrics: unknown metric nope",
          skip=skip_unless_evaluate()),
     Case("evaluate_num_samples_zero", [*EVAL, "{run}", "--num-samples", "0"], "--num-samples must be > 0",
@@ -114,10 +109,12 @@ def case_folder(root: Path, dcgan_run: Path) -> dict:
     (root / "empty").mkdir()
     (root / "junk").mkdir()
     (root / "junk" / "a.png").write_bytes(b"not a png")
+    (root / "locked").mkdir(mode=0o000)
     (root / "bad.yaml").write_text("model: [unclosed\n")
     (root / "list.yaml").write_text("- model\n- data\n")
     paths = {"run": root / "run", "new": root / "new", "file": root / "notes.txt", "empty": root / "empty",
-             "junk": root / "junk", "bad_yaml": root / "bad.yaml", "list_yaml": root / "list.yaml"}  # fmt: skip
+             "junk": root / "junk", "locked": root / "locked", "bad_yaml": root / "bad.yaml",
+             "list_yaml": root / "list.yaml"}  # fmt: skip
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -1,0 +1,88 @@
+"""Sample quality after a fixed wall-clock budget: train each MNIST preset, then FID by the evaluator.
+
+python bench/quality.py [--minutes 10] [--presets a,b] [--num-samples 2000] [--out runs/quality]
+
+For each preset: `python train.py --config configs/P.yaml --run-dir OUT/P` (one process, every
+core) runs with an unreachable train.steps; after --minutes of wall time from its launch it gets
+SIGTERM, finishes its step, writes a checkpoint and exits 75 (the preemption path). Then
+`python evaluate.py OUT/P --metrics fid --num-samples N --checkpoints latest` scores that
+checkpoint (G_ema where the preset keeps one) against all 5,000 embedded digits. A markdown
+table goes to stdout and the numbers to OUT/quality.json. Run it on an otherwise idle machine:
+the budget is wall time, so a busy CPU means fewer steps.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist"]
+EXIT_PREEMPTED = 75
+NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
+
+
+def train_for(preset: str, run_dir: Path, seconds: float, log) -> dict:
+    """Train until the budget is spent; returns steps done and wall time."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SystemExit(f"error: {run_dir} exists and is not empty; choose another --out")
+    cmd = [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
+           f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
+    env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        proc.wait(timeout=seconds)
+        raise SystemExit(f"error: training {preset} exited with {proc.returncode} before the budget; see {log.name}")
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+    code = proc.wait()
+    wall = time.monotonic() - start
+    if code != EXIT_PREEMPTED:
+        raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
+    meta = json.loads(max((run_dir / "checkpoints").glob("step-*/meta.json")).read_text())
+    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "command": " ".join(cmd[1:])}
+
+
+def evaluate(run_dir: Path, num_samples: int, log) -> float:
+    cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid", "--num-samples", str(num_samples),
+           "--checkpoints", "latest"]  # fmt: skip
+    env = dict(os.environ, WANDB_MODE="disabled")
+    subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return records[-1]["fid"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training wall time per preset")
+    parser.add_argument("--presets", default=",".join(MNIST_PRESETS), help="comma-separated preset names")
+    parser.add_argument("--num-samples", type=int, default=2000, help="generated images for FID")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality", help="folder for the runs")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset; FID from "
+          f"{args.num_samples} samples against the 5,000 embedded digits", file=sys.stderr)  # fmt: skip
+    results = {}
+    for preset in args.presets.split(","):
+        run_dir = args.out / preset
+        with open(args.out / f"{preset}.log", "w") as log:
+            result = train_for(preset, run_dir, args.minutes * 60, log)
+            result["fid"] = evaluate(run_dir, args.num_samples, log)
+        results[preset] = result
+        print(f"  {preset}: {result['steps']} steps, FID {result['fid']:.1f}", file=sys.stderr)
+        (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n| preset | G steps in {args.minutes:g} min | kimg | FID ({args.num_samples:,} samples) |")
+    print("|---|---|---|---|")
+    for preset, r in results.items():
+        print(f"| `{preset}` | {r['steps']:,} | {r['kimg']:.0f} | {r['fid']:.1f} |")
+    print(f"\ncommand: python bench/quality.py --minutes {args.minutes:g} --presets {args.presets} "
+          f"--num-samples {args.num_samples}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
