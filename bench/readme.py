@@ -54,6 +54,8 @@ def cpu(run: dict | None) -> float | None:
 
 
 def preset_rows(r: dict) -> list[str]:
+    if not r.get("presets"):
+        return []
     peak = r["peak"]["fp32"]["flop_per_s"]
     rows = [
         "| preset | G steps x rounds | ours img/s | reference img/s | ours / reference | by CPU time | end to end "
@@ -136,12 +138,13 @@ def study_rows(r: dict) -> list[str]:
                                  f"| {fmt(ratio(cpu(run), cpu(runs.get(base))), 2, 'x')}")  # fmt: skip
             label = name if group != "combined" else f"together: {name}"
             rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    compile_s = [f"{n} {fmt(study[n]['minimal']['torch.compile'].get('warmup_s'), 1)} s" for n in nets
-                 if "torch.compile" in study[n].get("minimal", {})]  # fmt: skip
+    compile_s = [f"{n} {fmt(study[n].get('compile_cold_warmup_s'), 1)} s" for n in nets]
     runs = ", ".join(f"{n}: {study[n]['steps']} G steps ({study[n]['warmup']} warm-up) x {study[n]['repeats']}"
                      for n in nets)  # fmt: skip
-    notes = ["", f"Runs: {runs} rounds. Set-up plus warm-up steps with torch.compile (compilation included): "
-             f"{', '.join(compile_s) or '-'}. Winners (> {r.get('win', 1.03)}x the baseline): "
+    spread = ", ".join(f"{n} {' / '.join(fmt(x) for x in study[n].get('baseline_rounds', []))}" for n in nets)
+    notes = ["", f"Runs: {runs} rounds; the baseline's rounds gave {spread} img/s, the noise to read the "
+             f"ratios against. torch.compile's first warm-up (set-up and first steps, compiling with an empty "
+             f"cache): {', '.join(compile_s)}. Faster than the baseline by more than {r.get('win', 1.03)}x: "
              + "; ".join(f"{n}: {', '.join(study[n].get('winners', [])) or 'none'}" for n in nets) + "."]  # fmt: skip
     return rows + notes + [""]
 

@@ -11,7 +11,7 @@ import io
 import os
 import tempfile
 import time
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,53 +119,29 @@ def window_marks():
         train_loop.log_window = original
 
 
-@contextmanager
-def patched_nets(adam: dict | None, channels_last: bool):
-    """Our loop with Adam given extra arguments (foreach, fused) and/or channels_last networks: what
-    the same change in gan/train_loop.py's build_nets would do, measured without editing gan/."""
-    from gan import train_loop
-
-    original_adam, original_build = torch.optim.Adam, train_loop.build_networks
-
-    class PatchedAdam(original_adam):
-        def __init__(self, params, **kwargs):
-            super().__init__(params, **kwargs, **(adam or {}))
-
-    def build_channels_last(*args, **kwargs):
-        return tuple(net.to(memory_format=torch.channels_last) for net in original_build(*args, **kwargs))
-
-    torch.optim.Adam = PatchedAdam if adam else original_adam
-    train_loop.build_networks = build_channels_last if channels_last else original_build
-    try:
-        yield
-    finally:
-        torch.optim.Adam, train_loop.build_networks = original_adam, original_build
-
-
-def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, adam: dict | None = None,
-         channels_last: bool = False) -> dict:  # fmt: skip
+def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, patches=()) -> dict:
     """Our loop, in this process, for `steps` G steps; W&B disabled, output captured.
 
     Steady state: from the end of the first log window to the end of the last (set-up, the first
     window's warm-up, and the final sample grid and checkpoint excluded). `env` holds Accelerate's
-    settings for the run; `adam` and `channels_last` patch the set-up (see patched_nets).
+    settings for the run; `patches` are context managers from bench/proposals.py, entered around it.
     """
     from gan.train_loop import train
 
     cfg = preset_config(preset, f"train.steps={steps}", f"train.log_every={log_every}", "wandb.mode=disabled")
     output = io.StringIO()
-    with (
-        accelerate_env(env),
-        patched_nets(adam, channels_last),
-        tempfile.TemporaryDirectory() as tmp,
-        window_marks() as marks,
-    ):
+    with ExitStack() as stack:
+        stack.enter_context(accelerate_env(env))
+        for patch in patches:
+            stack.enter_context(patch())
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        marks = stack.enter_context(window_marks())
         start = time.perf_counter()
         with redirect_stdout(output), redirect_stderr(output):
             code = train(cfg, Path(tmp) / "run")
         seconds = time.perf_counter() - start
-    if code != 0:
-        return {"error": f"exit code {code}: {output.getvalue()[-300:]}"}
+    if code != 0 or len(marks) < 2:
+        return {"error": f"exit code {code}, {len(marks)} log windows: {output.getvalue()[-300:]}"}
     steady_images = (len(marks) - 1) * log_every * cfg.train.batch_size
     (wall0, cpu0), (wall1, cpu1) = marks[0], marks[-1]
     return {"img_per_s": steps * cfg.train.batch_size / seconds, "steady_img_per_s": steady_images / (wall1 - wall0),
@@ -174,10 +150,10 @@ def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = N
 
 def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None) -> dict:
     """The minimal hand-written loop over the preset's networks, batch and step."""
-    variant = variant or Variant()
     from gan.data import build_data
     from gan.networks import build_networks
 
+    variant = variant or Variant()
     cfg = preset_config(preset)
     num_classes = build_data(cfg).num_classes
     torch.manual_seed(0)
