@@ -20,12 +20,12 @@ from bench.training import ROOT
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 
-def steady_rate(windows: list[dict], images_per_window: int) -> float | None:
-    """img/s over the log windows after the first, from each window's logged train/img_per_s."""
+def logged_rates(windows: list[dict]) -> dict:
+    """The mean and the fastest of the log windows after the first, from each one's train/img_per_s."""
     later = [w["train/img_per_s"] for w in windows[1:] if w.get("train/img_per_s")]
     if not later:
-        return None
-    return len(later) * images_per_window / sum(images_per_window / rate for rate in later)
+        return {}
+    return {"steady_img_per_s": len(later) / sum(1 / rate for rate in later), "best_window_img_per_s": max(later)}
 
 
 def free_port() -> int:
@@ -34,7 +34,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(preset: str, processes: int, threads: int, steps: int, log_every: int, batch_size: int) -> dict:
+def launch(preset: str, processes: int, threads: int, steps: int, log_every: int) -> dict:
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS=str(threads), WANDB_MODE="disabled",
                TQDM_DISABLE="1", PYTHONUNBUFFERED="1")  # fmt: skip
     launcher = [ACCELERATE, "launch", "--num_processes", str(processes), "--num_machines", "1",
@@ -50,9 +50,7 @@ def launch(preset: str, processes: int, threads: int, steps: int, log_every: int
         windows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if proc.returncode != 0:
         return {"error": f"exit code {proc.returncode}: {proc.stderr[-300:]}"}
-    images_per_window = log_every * batch_size * processes
-    return {"steady_img_per_s": steady_rate(windows, images_per_window), "processes": processes,
-            "threads_per_process": threads}  # fmt: skip
+    return logged_rates(windows) | {"processes": processes, "threads_per_process": threads}
 
 
 def configurations(processes: int, cores: int) -> dict[str, tuple[int, int]]:

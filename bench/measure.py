@@ -1,8 +1,8 @@
-"""Measuring on a shared machine: alternated repeats, best-of-N, peak memory per measurement, the machine.
+"""Measuring on a shared machine: alternated rounds, best-of-N, peak memory per measurement, the machine.
 
 Every comparison runs its candidates in turn (A, B, A, B, ...), so drift in the machine's load
-hits all of them alike, and keeps each one's best run: on a busy CPU the best run is the one
-least disturbed by other work.
+hits all of them alike, and keeps each one's best: on a busy CPU the fastest window of steps is
+the one least disturbed by other work. Every candidate gets the same number of equal windows.
 """
 
 import ctypes
@@ -13,6 +13,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -75,6 +76,19 @@ def measured(fn: Callable[[], dict]) -> dict:
                   "peak_rss_exact": mem.exact, "wall_s": round(seconds, 3)}  # fmt: skip
 
 
+def window_rates(marks: list[tuple[float, float]], images_per_window: int) -> dict:
+    """Rates from (wall, CPU) time marks taken at the end of equal windows, the first mark ending the
+    warm-up: the mean over all later windows, and the fastest single window (the least disturbed)."""
+    walls = [b[0] - a[0] for a, b in pairwise(marks)]
+    cpus = [max(b[1] - a[1], 1e-9) for a, b in pairwise(marks)]
+    if not walls:
+        return {}
+    total = images_per_window * len(walls)
+    return {"steady_img_per_s": total / sum(walls), "steady_cpu_img_per_s": total / sum(cpus),
+            "best_window_img_per_s": images_per_window / min(walls),
+            "best_window_cpu_img_per_s": images_per_window / min(cpus), "windows": len(walls)}  # fmt: skip
+
+
 def alternate(candidates: dict[str, Callable[[], dict]], repeats: int, log=print) -> dict[str, list[dict]]:
     """Run every candidate once per round, in turn, for `repeats` rounds; all results per candidate."""
     runs: dict[str, list[dict]] = {name: [] for name in candidates}
@@ -84,20 +98,22 @@ def alternate(candidates: dict[str, Callable[[], dict]], repeats: int, log=print
             runs[name].append(result)
             log(f"    round {round_ + 1}/{repeats} {name}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
-                if k in ("img_per_s", "steady_img_per_s", "peak_rss_mib", "wall_s", "error")))  # fmt: skip
+                if k in ("img_per_s", "steady_img_per_s", "best_window_img_per_s", "peak_rss_mib", "wall_s", "error")))  # fmt: skip
     return runs
 
 
-def best(runs: list[dict], key: str = "steady_img_per_s") -> dict:
-    """The least disturbed run (highest `key`) with every run's `key`, the best CPU-time rate of
-    any run, and the highest peak memory of all."""
-    ok = [r for r in runs if r.get(key) is not None]
+RATES = ("steady_img_per_s", "steady_cpu_img_per_s", "best_window_img_per_s", "best_window_cpu_img_per_s")
+
+
+def best(runs: list[dict]) -> dict:
+    """Each rate's best over the rounds (the least disturbed), every round's best-window rate, the
+    highest peak memory; other fields from the round with the fastest window."""
+    ok = [r for r in runs if r.get("best_window_img_per_s") is not None]
     if not ok:
-        return runs[-1] | {"runs": [None] * len(runs)}
-    top = max(ok, key=lambda r: r[key])
-    cpu = [r["steady_cpu_img_per_s"] for r in ok if r.get("steady_cpu_img_per_s")]
-    return top | {"runs": [r.get(key) for r in runs], "steady_cpu_img_per_s": max(cpu) if cpu else None,
-                  "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}  # fmt: skip
+        return runs[-1] | {"rounds": [None] * len(runs)}
+    top = max(ok, key=lambda r: r["best_window_img_per_s"])
+    return top | {rate: max(r[rate] for r in ok) for rate in RATES if rate in top} | {
+        "rounds": [r.get("best_window_img_per_s") for r in runs], "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
 
 
 def cpu_model() -> str:

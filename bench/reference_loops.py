@@ -8,10 +8,9 @@
   a `Variant` switches on one CPU optimisation or several (channels_last, compile, bf16, ...).
 
 Both return a `LoopTiming`: images per second over all `steps` generator steps timed end to end
-(set-up and data loading included), and over the steps after the first `warmup` ones (the
-steady state: compilation and first-call costs excluded), per second of wall time and per
-second of the process's CPU time (with one thread, the CPU time barely depends on what else
-the machine runs).
+(set-up and data loading included), and, over the windows of `warmup` steps after the first
+one (compilation and first-call costs excluded), the mean and fastest-window rates, per second
+of wall time and per second of the process's CPU time.
 """
 
 import io
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from bench.measure import window_rates
 from gan.data import ImageData, make_dataloader, mnist5k, to_float
 
 D_LOSSES = {  # (real outputs, fake outputs) -> D's loss
@@ -42,9 +42,8 @@ G_LOSSES = {  # fake outputs -> G's loss
 @dataclass(frozen=True)
 class LoopTiming:
     img_per_s: float  # over all steps, set-up and data loading included
-    steady_img_per_s: float  # over the steps after the warm-up ones
-    steady_cpu_img_per_s: float  # the same per second of this process's CPU time (user + system)
     warmup_s: float  # set-up plus the warm-up steps (compilation happens there)
+    rates: dict  # after the warm-up: mean and fastest window of `warmup` steps, per wall and CPU second
 
 
 @dataclass(frozen=True)
@@ -103,24 +102,23 @@ class GuideMNIST(Dataset):
 
 
 class Clock:
-    """Wall and CPU time from construction, and from the end of the warm-up steps."""
+    """Wall and CPU time marks at the end of every window of `warmup` steps (the first one ends the
+    warm-up); with warmup=0, only end-to-end img/s."""
 
     def __init__(self, steps: int, warmup: int, batch_size: int):
-        self.steps, self.warmup, self.batch_size = steps, warmup, batch_size
-        self.start = self.steady_start = time.perf_counter()
-        self.steady_cpu_start = time.process_time()
+        self.steps, self.window, self.batch_size = steps, warmup, batch_size
+        self.start = time.perf_counter()
+        self.marks: list[tuple[float, float]] = []
 
     def step_done(self, done: int) -> None:
-        if done == self.warmup:
-            self.steady_start, self.steady_cpu_start = time.perf_counter(), time.process_time()
+        if self.window and done % self.window == 0:
+            self.marks.append((time.perf_counter(), time.process_time()))
 
     def timing(self) -> LoopTiming:
-        end, cpu_end = time.perf_counter(), time.process_time()
-        steady_images = (self.steps - self.warmup) * self.batch_size
-        return LoopTiming(self.steps * self.batch_size / (end - self.start),
-                          steady_images / (end - self.steady_start),
-                          steady_images / max(cpu_end - self.steady_cpu_start, 1e-9),
-                          self.steady_start - self.start)  # fmt: skip
+        end = time.perf_counter()
+        warmup_s = self.marks[0][0] - self.start if self.marks else 0.0
+        return LoopTiming(self.steps * self.batch_size / (end - self.start), warmup_s,
+                          window_rates(self.marks, self.window * self.batch_size))  # fmt: skip
 
 
 def guide_loop(steps: int, batch_size: int = 64, warmup: int = 0) -> LoopTiming:

@@ -49,7 +49,7 @@ DDP_PRESET = "dcgan_mnist"
 HEAVY_S = 3.0  # estimated seconds per G step above which a preset runs one round (skipped by --quick)
 # seconds per run and alternated rounds: many short runs, so that some run while the machine is quiet
 PRESET_RUN = {"quick": (2.0, 2), "full": (4.0, 3)}
-STUDY_RUN = (3.0, 3)
+STUDY_RUN = (2.0, 4)
 WIN = 1.03  # a variant "wins" when it is this much faster than the baseline (noise on a shared CPU is ~2%)
 SECTIONS = ("presets", "study", "evaluator")
 
@@ -146,22 +146,23 @@ def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
     cfg = preset_config(preset)
     p = plan(flops["per_g_step"], cfg.train.n_critic, peak, *STUDY_RUN, False)
     warmup = max(3, p.log_every)  # torch.compile compiles in the first D and G steps
+    p = replace(p, steps=max(p.steps, 4 * warmup))  # three timed windows after the warm-up
     variants = study_variants(cfg.model.network != "mlp", cores)
     log(f"  study {preset}: {p.steps} G steps ({warmup} warm-up) x {p.repeats} rounds, {len(variants)} variants")
-    # an oversubscribed thread count runs ~10x slower: a quarter of the steps is plenty to show it
-    steps = {name: (max(warmup + 2, p.steps // 4) if v.threads else p.steps) for name, v in variants.items()}
+    # an oversubscribed thread count can run ~10x slower: one window after the warm-up shows it
+    steps = {name: (2 * warmup if v.threads else p.steps) for name, v in variants.items()}
     candidates = {name: (lambda v=v, n=steps[name]: minimal(preset, n, warmup, v)) for name, v in variants.items()}
     runs = alternate(candidates, p.repeats, log)
     entry = {"steps": p.steps, "warmup": warmup, "repeats": p.repeats,
              "minimal": {name: best(r) for name, r in runs.items()},
              # the first round compiles with an empty inductor cache (bench/run.py starts one)
              "compile_cold_warmup_s": runs["torch.compile"][0].get("warmup_s"),
-             "baseline_rounds": [r.get("steady_img_per_s") for r in runs["baseline"]]}  # fmt: skip
+             "baseline_rounds": [r.get("best_window_img_per_s") for r in runs["baseline"]]}  # fmt: skip
 
     # keep what wins: the optimisations faster than the baseline, switched on together
-    base = entry["minimal"]["baseline"]["steady_img_per_s"]
+    base = entry["minimal"]["baseline"]["best_window_img_per_s"]
     entry["winners"] = [name for name, v in variants.items() if combinable(v)
-                        and (entry["minimal"][name].get("steady_img_per_s") or 0) > WIN * base]  # fmt: skip
+                        and (entry["minimal"][name].get("best_window_img_per_s") or 0) > WIN * base]  # fmt: skip
     if len(entry["winners"]) > 1:
         together = combine([variants[w] for w in entry["winners"]])
         pair = {"baseline": lambda: minimal(preset, p.steps, warmup),
@@ -170,7 +171,7 @@ def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
 
     # our loop with Accelerate's own switches, and with build_nets patched (log windows: the first
     # one holds the compilation)
-    log_every = max(2, p.steps // 4)
+    log_every = warmup
     steps = 4 * log_every
     fused = partial(proposals.adam_with, fused=True)
     settings = {
@@ -211,11 +212,11 @@ def bench_evaluator(quick: bool) -> dict:
 
 def bench_ddp(processes: int, flops: dict, peak: float, quick: bool, cores: int) -> dict:
     cfg = preset_config(DDP_PRESET)
-    p = plan(flops[DDP_PRESET]["per_g_step"], cfg.train.n_critic, peak, 4 if quick else 10, 1 if quick else 2, quick)
+    p = plan(flops[DDP_PRESET]["per_g_step"], cfg.train.n_critic, peak, 4 if quick else 5, 1 if quick else 2, quick)
     steps = max(8, p.steps)
     configs = ddp.configurations(processes, cores)
     log(f"  ddp {DDP_PRESET}: {steps} G steps x {p.repeats} rounds: {', '.join(configs)}")
-    candidates = {name: (lambda c=c: ddp.launch(DDP_PRESET, *c, steps, steps // 4, cfg.train.batch_size))
+    candidates = {name: (lambda c=c: ddp.launch(DDP_PRESET, *c, steps, steps // 4))
                   for name, c in configs.items()}  # fmt: skip
     runs = {name: best(r) for name, r in alternate(candidates, p.repeats, log).items()}
     return {"preset": DDP_PRESET, "batch_size": cfg.train.batch_size, "steps": steps, "repeats": p.repeats,

@@ -1,10 +1,10 @@
 """Training throughput: our loop (gan.train_loop.train, in-process) against the reference loops.
 
 Each measurement returns img/s end to end (set-up, data loading, the final checkpoint and sample
-grid included) and in the steady state: for our loop, over every log window but the first; for
-the reference loops, over the steps after as many warm-up steps. Steady img/s is given per
-second of wall time and per second of the process's CPU time. Images are those of the G steps'
-batches, the loop's own unit.
+grid included) and in the steady state, over equal windows of steps after a first one of warm-up:
+for our loop its log windows, for the reference loops as many steps. Steady rates are the mean
+over those windows and the fastest window, per second of wall time and of the process's CPU
+time (bench/measure.py). Images are those of the G steps' batches, the loop's own unit.
 """
 
 import io
@@ -12,12 +12,13 @@ import os
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from bench.reference_loops import StepSpec, Variant, guide_loop, minimal_loop
+from bench.measure import window_rates
+from bench.reference_loops import LoopTiming, StepSpec, Variant, guide_loop, minimal_loop
 from gan.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,22 +53,21 @@ class Plan:
 
 def plan(flops_per_g_step: float, n_critic: int, peak_flop_per_s: float, target_s: float, repeats: int,
          quick: bool, heavy_s: float = float("inf")) -> Plan:  # fmt: skip
-    """Enough steps to last about target_s; at least 2 (one warm-up, one timed).
+    """Enough steps to last about target_s, in four log windows (at least 8 steps).
 
-    Above heavy_s estimated seconds per G step a measurement is skipped under --quick, else run once.
+    Above heavy_s estimated seconds per G step: 2 steps (one warm-up, one timed) and one round;
+    skipped under --quick.
     """
     est = flops_per_g_step / (ASSUMED_MFU * peak_flop_per_s) + STEP_OVERHEAD_S * (n_critic + 1)
-    steps = max(2, min(400, round(target_s / est)))
-    if steps >= 8:
-        steps -= steps % 4
-        log_every = steps // 4
-    else:
-        log_every = 1
     skip = None
-    if est > heavy_s:
-        repeats = 1
+    if est > heavy_s:  # one timed step after one of warm-up, once
+        steps, log_every, repeats = 2, 1, 1
         if quick:
             skip = f"--quick skips it: ~{est:.0f} s per G step estimated from its FLOPs"
+    else:  # four windows: one of warm-up, three timed
+        steps = max(8, min(400, round(target_s / est)))
+        steps -= steps % 4
+        log_every = steps // 4
     return Plan(steps, log_every, repeats, est, skip)
 
 
@@ -142,10 +142,8 @@ def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = N
         seconds = time.perf_counter() - start
     if code != 0 or len(marks) < 2:
         return {"error": f"exit code {code}, {len(marks)} log windows: {output.getvalue()[-300:]}"}
-    steady_images = (len(marks) - 1) * log_every * cfg.train.batch_size
-    (wall0, cpu0), (wall1, cpu1) = marks[0], marks[-1]
-    return {"img_per_s": steps * cfg.train.batch_size / seconds, "steady_img_per_s": steady_images / (wall1 - wall0),
-            "steady_cpu_img_per_s": steady_images / max(cpu1 - cpu0, 1e-9), "warmup_s": wall0 - start}  # fmt: skip
+    return {"img_per_s": steps * cfg.train.batch_size / seconds, "warmup_s": marks[0][0] - start,
+            **window_rates(marks, log_every * cfg.train.batch_size)}  # fmt: skip
 
 
 def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None) -> dict:
@@ -169,8 +167,12 @@ def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None
         torch.set_num_threads(threads)
         if variant.compile:
             torch._dynamo.reset()
-    return asdict(timing)
+    return as_result(timing)
 
 
 def guide(steps: int, warmup: int) -> dict:
-    return asdict(guide_loop(steps, 64, warmup))
+    return as_result(guide_loop(steps, 64, warmup))
+
+
+def as_result(timing: LoopTiming) -> dict:
+    return {"img_per_s": timing.img_per_s, "warmup_s": timing.warmup_s, **timing.rates}

@@ -19,8 +19,9 @@ LAYOUTS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
 class DCGANGenerator(nn.Module):
     """num_classes > 0: class-conditional. The one-hot label joins z at the input (Mirza & Osindero 2014)
     and each BatchNorm's gain and bias are chosen by the label. Conditional BatchNorm alone learns
-    the classes slowly here: Adam moves its per-class gains by about lr per step; with the one-hot
-    input, 800 steps of cgan_mnist drew the asked-for digit 78% of the time instead of 13%."""
+    the classes slowly: Adam moves its per-class gains by about lr per step. In a check here (cgan_mnist's
+    networks, no DiffAugment, 800 steps) G drew the asked-for digit 78% of the time with the one-hot
+    input, 13% without."""
 
     def __init__(self, z_dim: int, base: int, channels: int, resolution: int, num_classes: int = 0):
         super().__init__()
