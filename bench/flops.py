@@ -79,3 +79,25 @@ def matmul_peak(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> dict:
         best = min(best, time.perf_counter() - start)
     return {"n": n, "dtype": str(dtype).removeprefix("torch."), "flop_per_s": 2 * n**3 / best,
             "threads": torch.get_num_threads()}  # fmt: skip
+
+
+class PeakMeter:
+    """The machine's matmul peak, sampled again and again through the run (before every alternated
+    round) and kept as the fastest sample: other jobs on the machine can only slow a sample down."""
+
+    def __init__(self, n: int = 2048):
+        self.n = n
+        self.samples: dict[str, list[float]] = {"fp32": [], "bf16": []}
+
+    def sample(self, repeats: int = 3) -> None:
+        self.samples["fp32"].append(matmul_peak(self.n, torch.float32, repeats)["flop_per_s"])
+        self.samples["bf16"].append(matmul_peak(self.n, torch.bfloat16, repeats)["flop_per_s"])
+
+    @property
+    def fp32(self) -> float:
+        return max(self.samples["fp32"])
+
+    def summary(self) -> dict:
+        return {dtype: {"n": self.n, "flop_per_s": max(s), "median_flop_per_s": sorted(s)[len(s) // 2],
+                        "samples": len(s), "threads": torch.get_num_threads()}
+                for dtype, s in self.samples.items()}  # fmt: skip

@@ -89,10 +89,13 @@ def window_rates(marks: list[tuple[float, float]], images_per_window: int) -> di
             "best_window_cpu_img_per_s": images_per_window / min(cpus), "windows": len(walls)}  # fmt: skip
 
 
-def alternate(candidates: dict[str, Callable[[], dict]], repeats: int, log=print) -> dict[str, list[dict]]:
+def alternate(candidates: dict[str, Callable[[], dict]], repeats: int, log=print,
+              before_round: Callable[[], None] | None = None) -> dict[str, list[dict]]:  # fmt: skip
     """Run every candidate once per round, in turn, for `repeats` rounds; all results per candidate."""
     runs: dict[str, list[dict]] = {name: [] for name in candidates}
     for round_ in range(repeats):
+        if before_round is not None:
+            before_round()
         for name, fn in candidates.items():
             result = measured(fn)
             runs[name].append(result)

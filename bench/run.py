@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import ddp, proposals  # noqa: E402
-from bench.flops import count_step_flops, matmul_peak  # noqa: E402
+from bench.flops import PeakMeter, count_step_flops  # noqa: E402
 from bench.measure import PeakRSS, alternate, best, machine  # noqa: E402
 from bench.readme import render, update_readme  # noqa: E402
 from bench.reference_loops import StepSpec, Variant  # noqa: E402
@@ -70,12 +70,12 @@ def warm_imports() -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def bench_presets(presets: list[str], flops: dict, peak: float, quick: bool) -> dict:
+def bench_presets(presets: list[str], flops: dict, peak: PeakMeter, quick: bool) -> dict:
     out = {}
     for preset in presets:
         cfg = preset_config(preset)
         target_s, rounds = PRESET_RUN["quick" if quick else "full"]
-        p = plan(flops[preset]["per_g_step"], cfg.train.n_critic, peak, target_s, rounds, quick, HEAVY_S)
+        p = plan(flops[preset]["per_g_step"], cfg.train.n_critic, peak.fp32, target_s, rounds, quick, HEAVY_S)
         data = "mnist5k as 32 px RGB (CIFAR-10 stand-in)" if preset_is_cifar(preset) else cfg.data.name
         entry = {"data": data, "plan": asdict(p), "flops": flops[preset], "n_critic": cfg.train.n_critic}
         out[preset] = entry
@@ -92,7 +92,8 @@ def bench_presets(presets: list[str], flops: dict, peak: float, quick: bool) -> 
             entry["minimal_na"] = reason
         if preset == GUIDE_PRESET:
             candidates["guide"] = lambda p=p: guide(p.steps, p.log_every)
-        entry["runs"] = {name: best(runs) for name, runs in alternate(candidates, p.repeats, log).items()}
+        runs = alternate(candidates, p.repeats, log, peak.sample)
+        entry["runs"] = {name: best(r) for name, r in runs.items()}
     return out
 
 
@@ -138,13 +139,13 @@ def combine(winners: list[Variant]) -> Variant:
     return merged
 
 
-def bench_study(flops: dict, peak: float, cores: int) -> dict:
+def bench_study(flops: dict, peak: PeakMeter, cores: int) -> dict:
     return {preset: study(preset, flops[preset], peak, cores) for preset in STUDY_PRESETS}
 
 
-def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
+def study(preset: str, flops: dict, peak: PeakMeter, cores: int) -> dict:
     cfg = preset_config(preset)
-    p = plan(flops["per_g_step"], cfg.train.n_critic, peak, *STUDY_RUN, False)
+    p = plan(flops["per_g_step"], cfg.train.n_critic, peak.fp32, *STUDY_RUN, False)
     warmup = max(3, p.log_every)  # torch.compile compiles in the first D and G steps
     p = replace(p, steps=max(p.steps, 4 * warmup))  # three timed windows after the warm-up
     variants = study_variants(cfg.model.network != "mlp", cores)
@@ -152,7 +153,7 @@ def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
     # an oversubscribed thread count can run ~10x slower: one window after the warm-up shows it
     steps = {name: (2 * warmup if v.threads else p.steps) for name, v in variants.items()}
     candidates = {name: (lambda v=v, n=steps[name]: minimal(preset, n, warmup, v)) for name, v in variants.items()}
-    runs = alternate(candidates, p.repeats, log)
+    runs = alternate(candidates, p.repeats, log, peak.sample)
     entry = {"steps": p.steps, "warmup": warmup, "repeats": p.repeats,
              "minimal": {name: best(r) for name, r in runs.items()},
              # the first round compiles with an empty inductor cache (bench/run.py starts one)
@@ -167,7 +168,7 @@ def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
         together = combine([variants[w] for w in entry["winners"]])
         pair = {"baseline": lambda: minimal(preset, p.steps, warmup),
                 " + ".join(entry["winners"]): lambda: minimal(preset, p.steps, warmup, together)}  # fmt: skip
-        entry["combined"] = {name: best(r) for name, r in alternate(pair, p.repeats, log).items()}
+        entry["combined"] = {name: best(r) for name, r in alternate(pair, p.repeats, log, peak.sample).items()}
 
     # our loop with Accelerate's own switches, and with build_nets patched (log windows: the first
     # one holds the compilation)
@@ -188,7 +189,7 @@ def study(preset: str, flops: dict, peak: float, cores: int) -> dict:
     if cfg.model.network == "mlp":
         del settings["ours + channels_last networks"]
     ours_candidates = {name: (lambda kw=kw: ours(preset, steps, log_every, **kw)) for name, kw in settings.items()}
-    entry["ours"] = {name: best(r) for name, r in alternate(ours_candidates, p.repeats, log).items()}
+    entry["ours"] = {name: best(r) for name, r in alternate(ours_candidates, p.repeats, log, peak.sample).items()}
     return entry
 
 
@@ -210,15 +211,15 @@ def bench_evaluator(quick: bool) -> dict:
     return result | {"peak_rss_mib": round(mem.peak_mib)}
 
 
-def bench_ddp(processes: int, flops: dict, peak: float, quick: bool, cores: int) -> dict:
+def bench_ddp(processes: int, flops: dict, peak: PeakMeter, quick: bool, cores: int) -> dict:
     cfg = preset_config(DDP_PRESET)
-    p = plan(flops[DDP_PRESET]["per_g_step"], cfg.train.n_critic, peak, 4 if quick else 5, 1 if quick else 2, quick)
+    p = plan(flops[DDP_PRESET]["per_g_step"], cfg.train.n_critic, peak.fp32, 4 if quick else 5, 1 if quick else 2, quick)
     steps = max(8, p.steps)
     configs = ddp.configurations(processes, cores)
     log(f"  ddp {DDP_PRESET}: {steps} G steps x {p.repeats} rounds: {', '.join(configs)}")
     candidates = {name: (lambda c=c: ddp.launch(DDP_PRESET, *c, steps, steps // 4))
                   for name, c in configs.items()}  # fmt: skip
-    runs = {name: best(r) for name, r in alternate(candidates, p.repeats, log).items()}
+    runs = {name: best(r) for name, r in alternate(candidates, p.repeats, log, peak.sample).items()}
     return {"preset": DDP_PRESET, "batch_size": cfg.train.batch_size, "steps": steps, "repeats": p.repeats,
             "runs": runs}  # fmt: skip
 
@@ -263,10 +264,10 @@ def main(argv=None) -> None:
     cores = info["cores"]
     log(f"{info['cpu']}, {cores} cores, torch {info['torch']}, {info['torch_threads']} threads")
     results = {"date": datetime.date.today().isoformat(), "quick": args.quick, "machine": info,
-               "cifar_stand_in": CIFAR_STAND_IN, "win": WIN,
-               "peak": {"fp32": matmul_peak(repeats=10), "bf16": matmul_peak(dtype=torch.bfloat16, repeats=10)}}  # fmt: skip
-    peak = results["peak"]["fp32"]["flop_per_s"]
-    log(f"peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s; counting FLOPs")
+               "cifar_stand_in": CIFAR_STAND_IN, "win": WIN}  # fmt: skip
+    peak = PeakMeter()
+    peak.sample(repeats=10)
+    log(f"peak fp32 matmul: {peak.fp32 / 1e9:.1f} GFLOP/s so far; counting FLOPs")
     flops = {p: count_step_flops(preset_config(p)) for p in sorted({*args.presets, *STUDY_PRESETS, DDP_PRESET})}
     if "presets" in args.sections:
         results["presets"] = bench_presets(args.presets, flops, peak, args.quick)
@@ -274,12 +275,12 @@ def main(argv=None) -> None:
         results["study"] = bench_study(flops, peak, cores)
     if "evaluator" in args.sections:
         log("  evaluator")
+        peak.sample()
         results["evaluator"] = bench_evaluator(args.quick)
     if args.ddp:
         results["ddp"] = bench_ddp(args.ddp, flops, peak, args.quick, cores)
-    # the machine's peak: the faster of the fp32 measurements at the start and at the end
-    samples = [peak, matmul_peak(repeats=10)["flop_per_s"]]
-    results["peak"]["fp32"] |= {"flop_per_s": max(samples), "samples": samples}
+    peak.sample(repeats=10)
+    results["peak"] = peak.summary()
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(render(results))

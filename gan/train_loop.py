@@ -226,10 +226,7 @@ def train(cfg: Config, run_dir: Path) -> int:
 
 def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> int:
     loader = make_dataloader(data, cfg.train.batch_size)
-    nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)
-    if len(loader) == 0:
-        raise GanError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} processes "
-                       f"is larger than the data set ({len(data.images)} images)")  # fmt: skip
+    nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)  # check_fits: len(loader) > 0
     loss_fn = build_loss(cfg)
     state = resume(accelerator, run_dir, nets)
     logger = RunLogger(accelerator, run_dir, cfg)
