@@ -69,7 +69,8 @@ class RunningMeans:
 
     A running sum per scalar (one tensor add per scalar and step, no host sync); compute() sums
     across processes in one all-reduce and reads the sums once. torchmetrics' MeanMetric.update
-    spends ~0.25 ms of Python per call, ~2 ms for the nine scalars of a step.
+    costs ~65 us of Python per call here (cProfile), ~0.4 ms for a step's six scalars: ~2% of the
+    vanilla preset's step, below what this shared machine resolves.
     """
 
     def __init__(self, device):

@@ -20,6 +20,13 @@ def fmt(value, digits: int = 0, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
+def rate(value) -> str:
+    """img/s with the digits that matter: 4,468 / 52.3 / 1.85."""
+    if value is None:
+        return "-"
+    return fmt(value, 0 if value >= 100 else 1 if value >= 10 else 2)
+
+
 def ratio(a, b) -> float | None:
     return a / b if a and b else None
 
@@ -80,10 +87,10 @@ def preset_rows(r: dict) -> list[str]:
             other = e["runs"].get(ref)
             if ref == "guide" and other is None:
                 continue
-            ref_cell = fmt(steady(other)) if other else f"n/a: {e.get('minimal_na')}"
+            ref_cell = rate(steady(other)) if other else f"n/a: {e.get('minimal_na')}"
             end_to_end = ratio(ours.get("img_per_s"), other.get("img_per_s")) if other else None
             rows.append(
-                f"| {label} vs {REFERENCE_NAMES[ref]} | {plan['steps']} x {plan['repeats']} | {fmt(steady(ours))} "
+                f"| {label} vs {REFERENCE_NAMES[ref]} | {plan['steps']} x {plan['repeats']} | {rate(steady(ours))} "
                 f"| {ref_cell} | **{fmt(ratio(steady(ours), steady(other)), 2, 'x')}** "
                 f"| {fmt(ratio(cpu(ours), cpu(other)), 2, 'x')} | {fmt(end_to_end, 2, 'x')} | {flop_cells} "
                 f"| {ours.get('peak_rss_mib', '-')} / {other.get('peak_rss_mib', '-') if other else '-'} |"
@@ -135,7 +142,7 @@ def study_rows(r: dict) -> list[str]:
                 elif "error" in run:
                     cells.append(f"{run['error'][:60]} | | ")
                 else:
-                    cells.append(f"{fmt(steady(run))} | {fmt(ratio(steady(run), steady(runs.get(base))), 2, 'x')} "
+                    cells.append(f"{rate(steady(run))} | {fmt(ratio(steady(run), steady(runs.get(base))), 2, 'x')} "
                                  f"| {fmt(ratio(cpu(run), cpu(runs.get(base))), 2, 'x')}")  # fmt: skip
             label = name
             if group == "combined":
@@ -191,7 +198,7 @@ def ddp_rows(r: dict) -> list[str]:
         speedup = ratio(steady(run), base)
         procs = run.get("processes") or 1
         eff = fmt(speedup / procs * 100, 0, "%") if speedup and procs > 1 else "-"
-        cell = run["error"][:80] if "error" in run else fmt(steady(run))
+        cell = run["error"][:80] if "error" in run else rate(steady(run))
         rows.append(f"| {name} | {cell} | {fmt(speedup, 2, 'x')} | {eff} |")
     return rows + [""]
 
