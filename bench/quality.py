@@ -37,7 +37,9 @@ def train_for(preset: str, run_dir: Path, seconds: float, log) -> dict:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         proc.wait(timeout=seconds)
-        raise SystemExit(f"error: training {preset} exited with {proc.returncode} before the budget; see {log.name}")
+        raise SystemExit(
+            f"error: training {preset} exited with {proc.returncode} before the budget; see {log.name}"
+        )
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
     code = proc.wait()
@@ -53,7 +55,9 @@ def evaluate(run_dir: Path, num_samples: int, log) -> float:
            "--checkpoints", "latest"]  # fmt: skip
     env = dict(os.environ, WANDB_MODE="disabled")
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
     return records[-1]["fid"]
 
 

@@ -28,8 +28,8 @@ class DCGANGenerator(nn.Module):
         start, ups = LAYOUTS[resolution]
         self.z_dim, self.num_classes = z_dim, num_classes
         width = base * 2 ** (ups - 1)
-        layers = [nn.ConvTranspose2d(z_dim + num_classes, width, start, 1, 0, bias=False), g_norm(width, num_classes)]
-        layers += [nn.ReLU(True)]
+        layers = [nn.ConvTranspose2d(z_dim + num_classes, width, start, 1, 0, bias=False)]
+        layers += [g_norm(width, num_classes), nn.ReLU(True)]
         for _ in range(ups - 1):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False)]
             layers += [g_norm(width // 2, num_classes), nn.ReLU(True)]
