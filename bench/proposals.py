@@ -1,10 +1,11 @@
-"""Changes to gan/ measured before they are made: each is a context manager that patches our loop
-for one run of the bench (the study's "ours + ..." rows), and restores it after.
+"""Changes to gan/ measured against the loop as it is: each is a context manager that patches our
+loop for one run of the bench (the study's "ours + ..." rows), and restores it after.
 
-- adam_with(fused=True): build_nets's Adam with extra arguments;
+- adam_with(fused=False, ...): build_nets's Adam with these arguments instead of its own;
+- step_grad_norms(): both gradient norms every step, as the loop did before (it now takes them
+  at the log steps only);
 - channels_last_networks(): G and D in NHWC memory format after build_networks;
-- running_means(): RunningMeans below in place of gan.tracking.WindowMeans;
-- no_step_grad_norms(): the cost of computing both gradient norms every step (they read 0).
+- running_means(): RunningMeans below in place of gan.tracking.WindowMeans.
 """
 
 from contextlib import contextmanager
@@ -24,12 +25,12 @@ def patched(obj, name: str, value):
 
 @contextmanager
 def adam_with(**extra):
-    """torch.optim.Adam, as gan.train_loop.build_nets calls it, with `extra` arguments (foreach, fused)."""
+    """torch.optim.Adam, as gan.train_loop.build_nets calls it, with `extra` arguments (foreach, fused) winning."""
     original = torch.optim.Adam
 
     class PatchedAdam(original):
         def __init__(self, params, **kwargs):
-            super().__init__(params, **kwargs, **extra)
+            super().__init__(params, **(kwargs | extra))
 
     with patched(torch.optim, "Adam", PatchedAdam):
         yield
@@ -57,10 +58,17 @@ def running_means():
 
 
 @contextmanager
-def no_step_grad_norms():
+def step_grad_norms():
+    """Both gradient norms computed every step (then dropped; their MeanMetric updates not counted)."""
     from gan import train_loop
 
-    with patched(train_loop, "grad_norm", lambda module: torch.zeros(())):
+    original = train_loop.update_ema
+
+    def update_ema_and_norms(nets, accelerator):
+        original(nets, accelerator)
+        train_loop.grad_norm(nets.G), train_loop.grad_norm(nets.D)
+
+    with patched(train_loop, "update_ema", update_ema_and_norms):
         yield
 
 

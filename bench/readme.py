@@ -208,9 +208,10 @@ def render(r: dict) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def update_readme(readme: Path, text: str) -> None:
+def update_readme(readme: Path, text: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    begin, end = markers
     content = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(content):
-        raise GanError(f"{readme} has no {BEGIN} ... {END} markers to write the performance tables between")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content, count=1))
+        raise GanError(f"{readme} has no {begin} ... {end} markers to write the performance tables between")
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", content, count=1))

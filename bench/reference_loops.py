@@ -83,6 +83,7 @@ class Variant:
     item_sync: bool = False  # read both losses with .item() every step, as the guide prints them
     dataloader: bool = False  # batches through gan.data's DataLoader (uint8, per-batch to_float)
     threads: int | None = None  # torch.set_num_threads for the run; None = unchanged
+    device: str = "cpu"  # where the networks, the data and the noise live (bench/gpu.py: cuda)
 
 
 class GuideMNIST(Dataset):
@@ -105,16 +106,19 @@ class Clock:
     """Wall and CPU time marks at the end of every window of `warmup` steps (the first one ends the
     warm-up); with warmup=0, only end-to-end img/s."""
 
-    def __init__(self, steps: int, warmup: int, batch_size: int):
+    def __init__(self, steps: int, warmup: int, batch_size: int, device: str = "cpu"):
         self.steps, self.window, self.batch_size = steps, warmup, batch_size
+        self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
         self.start = time.perf_counter()
         self.marks: list[tuple[float, float]] = []
 
     def step_done(self, done: int) -> None:
         if self.window and done % self.window == 0:
+            self.sync()
             self.marks.append((time.perf_counter(), time.process_time()))
 
     def timing(self) -> LoopTiming:
+        self.sync()
         end = time.perf_counter()
         warmup_s = self.marks[0][0] - self.start if self.marks else 0.0
         return LoopTiming(self.steps * self.batch_size / (end - self.start), warmup_s,
@@ -175,14 +179,14 @@ def tensor_batches(data: ImageData, batch_size: int, variant: Variant):
         while True:
             for images, labels in loader:
                 yield to_float(images), labels
-    real_all = to_float(data.images)
+    real_all, labels_all = to_float(data.images.to(variant.device)), data.labels.to(variant.device)
     if variant.channels_last:
         real_all = real_all.contiguous(memory_format=torch.channels_last)
     while True:
-        order = torch.randperm(len(real_all))
+        order = torch.randperm(len(real_all), device=variant.device)
         for i in range(0, len(order) - batch_size + 1, batch_size):
             index = order[i : i + batch_size]
-            yield real_all[index], data.labels[index]
+            yield real_all[index], labels_all[index]
 
 
 def adam(module: nn.Module, lr: float, betas, variant: Variant) -> torch.optim.Adam:
@@ -192,7 +196,7 @@ def adam(module: nn.Module, lr: float, betas, variant: Variant) -> torch.optim.A
 
 def gradient_penalty(D, real, fake, labels, augment) -> torch.Tensor:
     """WGAN-GP's E[(|grad D(x_hat)| - 1)^2] on random interpolates of real and fake images."""
-    eps = torch.rand(len(real), 1, 1, 1)
+    eps = torch.rand(len(real), 1, 1, 1, device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grads,) = torch.autograd.grad(D(augment(x_hat), labels).float().sum(), x_hat, create_graph=True)
     return (grads.flatten(1).norm(dim=1) - 1).square().mean()
@@ -204,12 +208,14 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
     """`steps` G steps of `spec` on the images `load` returns (called inside the timed region)."""
     from gan.augment import DiffAugment  # the same differentiable transforms as our step
 
-    clock = Clock(steps, warmup, batch_size)
+    clock = Clock(steps, warmup, batch_size, variant.device)
+    G, D = G.to(variant.device), D.to(variant.device)
     if variant.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_G, opt_D = adam(G, lr, betas, variant), adam(D, lr, betas, variant)
     G_run, D_run = (torch.compile(G), torch.compile(D)) if variant.compile else (G, D)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant.bf16 else nullcontext
+    device_type = torch.device(variant.device).type
+    autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if variant.bf16 else nullcontext
     augment, d_loss_fn, g_loss_fn = DiffAugment(list(spec.augment)), D_LOSSES[spec.loss], G_LOSSES[spec.loss]
     batches = tensor_batches(load(), batch_size, variant)
     z_dim = G.z_dim
@@ -218,7 +224,7 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
             real, labels = next(batches)
             labels = labels if spec.conditional else None
             with torch.no_grad(), autocast():
-                fake = G_run(torch.randn(batch_size, z_dim), labels)
+                fake = G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)
             with autocast():
                 real_out, fake_out = D_run(augment(real), labels), D_run(augment(fake), labels)
                 d_loss = d_loss_fn(real_out.float(), fake_out.float())
@@ -229,7 +235,8 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
             opt_D.step()
         D.requires_grad_(False)  # G's backward needs D's input gradients only
         with autocast():
-            g_loss = g_loss_fn(D_run(augment(G_run(torch.randn(batch_size, z_dim), labels)), labels).float())
+            g_loss = g_loss_fn(D_run(augment(G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)),
+                                     labels).float())
         opt_G.zero_grad(set_to_none=variant.set_to_none)
         g_loss.backward()
         opt_G.step()

@@ -109,6 +109,8 @@ def window_marks():
     marks, original = [], train_loop.log_window
 
     def recording(*args, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # on a GPU, the window's kernels end before its mark
         marks.append((time.perf_counter(), time.process_time()))
         return original(*args, **kwargs)
 
@@ -119,16 +121,19 @@ def window_marks():
         train_loop.log_window = original
 
 
-def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, patches=()) -> dict:
+def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, patches=(),
+         overrides=()) -> dict:
     """Our loop, in this process, for `steps` G steps; W&B disabled, output captured.
 
     Steady state: from the end of the first log window to the end of the last (set-up, the first
     window's warm-up, and the final sample grid and checkpoint excluded). `env` holds Accelerate's
-    settings for the run; `patches` are context managers from bench/proposals.py, entered around it.
+    settings for the run; `patches` are context managers from bench/proposals.py, entered around it;
+    `overrides` are further key=value settings.
     """
     from gan.train_loop import train
 
-    cfg = preset_config(preset, f"train.steps={steps}", f"train.log_every={log_every}", "wandb.mode=disabled")
+    cfg = preset_config(preset, f"train.steps={steps}", f"train.log_every={log_every}", "wandb.mode=disabled",
+                        *overrides)  # fmt: skip
     output = io.StringIO()
     with ExitStack() as stack:
         stack.enter_context(accelerate_env(env))
@@ -146,13 +151,13 @@ def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = N
             **window_rates(marks, log_every * cfg.train.batch_size)}  # fmt: skip
 
 
-def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None) -> dict:
-    """The minimal hand-written loop over the preset's networks, batch and step."""
+def minimal(preset: str, steps: int, warmup: int, variant: Variant | None = None, overrides=()) -> dict:
+    """The minimal hand-written loop over the preset's networks, batch and step (`overrides` as key=value)."""
     from gan.data import build_data
     from gan.networks import build_networks
 
     variant = variant or Variant()
-    cfg = preset_config(preset)
+    cfg = preset_config(preset, *overrides)
     num_classes = build_data(cfg).num_classes
     torch.manual_seed(0)
     G, D = build_networks(cfg, num_classes)

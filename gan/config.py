@@ -40,6 +40,9 @@ class DataConfig:
     resolution: int = 28  # side of the square images, px
     channels: int = 1  # 1 = grayscale, 3 = RGB
     limit: int | None = None  # use only the first N images; None = all
+    # keep the uint8 data set in the accelerator's memory and index batches there (no host-to-device
+    # copy per step); false for a data set larger than GPU memory. No effect on CPU.
+    on_device: bool = True
 
 
 @dataclass
@@ -74,6 +77,7 @@ class TrainConfig:
     num_samples: int = 64  # images in the fixed-noise sample grid
     on_nonfinite: str = "stop"  # non-finite loss: stop (exit non-zero) or skip (drop the update)
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skips in a row
+    tf32: bool = True  # fp32 matmuls and convolutions in TF32 on NVIDIA GPUs (Ampere and later); no effect on CPU
 
 
 @dataclass

@@ -28,6 +28,9 @@ class ImageData:
     labels: torch.Tensor  # int64, (N,)
     num_classes: int
 
+    def to(self, device) -> "ImageData":
+        return ImageData(self.images.to(device), self.labels.to(device), self.num_classes)
+
 
 class InMemoryImages(Dataset):
     """A map-style data set over one uint8 tensor; `__getitems__` fetches a whole batch at once."""

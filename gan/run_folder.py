@@ -17,7 +17,8 @@ from gan.errors import GanError
 # Keys that may change between launches of the same run: the length and cadence of training and
 # the tracking options. Everything else would make the checkpoints a different experiment.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
-                     "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "wandb.", "eval.")  # fmt: skip
+                     "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "train.tf32",
+                     "data.on_device", "wandb.", "eval.")  # fmt: skip
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -43,7 +44,8 @@ def check_same_experiment(old: Config, new: Config, run_dir: Path) -> None:
         diffs = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat[k]!r}" for k in changed)
         raise GanError(
             f"--run-dir {str(run_dir)!r} holds a run with a different config ({diffs}); "
-            "only train.steps, the *_every cadences and wandb.* may change on resume. Use a new --run-dir."
+            "only train.steps, the *_every cadences, train.tf32, data.on_device and wandb.* may change on resume. "
+            "Use a new --run-dir."
         )
 
 

@@ -7,11 +7,29 @@ is seen exactly once and its features do not depend on its neighbours, so the ga
 and the metrics computed from them, are the same for any number of processes and batch size.
 """
 
+from contextlib import contextmanager
+
 import torch
 
 from gan.data import to_uint8
 from gan.errors import GanError
 from gan.evaluation.inception import EXTRACTOR, InceptionWeights
+
+# TF32 in Inception's convolutions and matmuls on NVIDIA GPUs. Off: `python bench/gpu.py` measures
+# the FID drift it brings against the 1e-4 relative drift we accept (README, Performance).
+INCEPTION_TF32 = False
+
+
+@contextmanager
+def inception_precision():
+    """PyTorch's TF32 switches set to INCEPTION_TF32 while features are extracted, then restored
+    (training turns TF32 on by default; cuDNN's convolutions use it unless told otherwise)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = INCEPTION_TF32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def create_extractor(weights: InceptionWeights | None, layers: list[str], device, name: str = EXTRACTOR):
@@ -50,8 +68,9 @@ def _concat(batches: list[dict]) -> dict[str, torch.Tensor]:
 def image_features(extractor, images: torch.Tensor, batch_size: int, accelerator) -> dict[str, torch.Tensor]:
     """Features of uint8 images (all processes pass all images; each extracts its share)."""
     mine = images[share(len(images), accelerator)]
-    batches = [extract(extractor, mine[i : i + batch_size].to(accelerator.device))
-               for i in range(0, len(mine), batch_size)]  # fmt: skip
+    with inception_precision():
+        batches = [extract(extractor, mine[i : i + batch_size].to(accelerator.device))
+                   for i in range(0, len(mine), batch_size)]  # fmt: skip
     return gather_rows(_concat(batches), len(images), accelerator)
 
 
@@ -65,8 +84,9 @@ def generated_features(G, extractor, z, labels, batch_size: int, accelerator) ->
     n = len(z)
     part = share(n, accelerator)
     z, labels = z[part].to(accelerator.device), labels[part].to(accelerator.device)
-    batches = [extract(extractor, to_uint8(G(z[i : i + batch_size], labels[i : i + batch_size])))
-               for i in range(0, len(z), batch_size)]  # fmt: skip
+    with inception_precision():
+        batches = [extract(extractor, to_uint8(G(z[i : i + batch_size], labels[i : i + batch_size])))
+                   for i in range(0, len(z), batch_size)]  # fmt: skip
     return gather_rows(_concat(batches), n, accelerator)
 
 
