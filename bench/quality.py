@@ -26,13 +26,15 @@ EXIT_PREEMPTED = 75
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
 
 
-def train_for(preset: str, run_dir: Path, seconds: float, log) -> dict:
+def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None) -> dict:
     """Train until the budget is spent; returns steps done and wall time."""
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"error: {run_dir} exists and is not empty; choose another --out")
     cmd = [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
            f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
     env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -47,7 +49,8 @@ def train_for(preset: str, run_dir: Path, seconds: float, log) -> dict:
     if code != EXIT_PREEMPTED:
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
     meta = json.loads(max((run_dir / "checkpoints").glob("step-*/meta.json")).read_text())
-    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "command": " ".join(cmd[1:])}
+    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(),
+            "command": " ".join(cmd[1:])}  # fmt: skip
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> float:
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(MNIST_PRESETS), help="comma-separated preset names")
     parser.add_argument("--num-samples", type=int, default=2000, help="generated images for FID")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality", help="folder for the runs")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for training (default: every core)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset; FID from "
@@ -75,17 +79,18 @@ def main() -> None:
     for preset in args.presets.split(","):
         run_dir = args.out / preset
         with open(args.out / f"{preset}.log", "w") as log:
-            result = train_for(preset, run_dir, args.minutes * 60, log)
+            result = train_for(preset, run_dir, args.minutes * 60, log, args.threads)
             result["fid"] = evaluate(run_dir, args.num_samples, log)
         results[preset] = result
         print(f"  {preset}: {result['steps']} steps, FID {result['fid']:.1f}", file=sys.stderr)
         (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n| preset | G steps in {args.minutes:g} min | kimg | FID ({args.num_samples:,} samples) |")
-    print("|---|---|---|---|")
+    print(f"\n| preset | torch threads | G steps in {args.minutes:g} min | kimg | FID ({args.num_samples:,} samples) |")
+    print("|---|---|---|---|---|")
     for preset, r in results.items():
-        print(f"| `{preset}` | {r['steps']:,} | {r['kimg']:.0f} | {r['fid']:.1f} |")
+        print(f"| `{preset}` | {r['threads']} | {r['steps']:,} | {r['kimg']:.0f} | {r['fid']:.1f} |")
+    threads = f" --threads {args.threads}" if args.threads else ""
     print(f"\ncommand: python bench/quality.py --minutes {args.minutes:g} --presets {args.presets} "
-          f"--num-samples {args.num_samples}")  # fmt: skip
+          f"--num-samples {args.num_samples}{threads}")  # fmt: skip
 
 
 if __name__ == "__main__":
