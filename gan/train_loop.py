@@ -156,13 +156,21 @@ def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
     return {"modules": modules, "tensors": tensors, "saved": saved, "state": state, "rng": rng}
 
 
+def load_optimizer(optimizer, saved: dict) -> None:
+    """Saved Adam state into an optimizer built now, whose own fused/foreach choice wins: checkpoints
+    written before Adam was fused resume fused (load_state_dict would take the saved choice)."""
+    own = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    groups = [{**g, **o} for g, o in zip(saved["param_groups"], own, strict=False)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
 def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
     """Restore what read_checkpoint read and checked."""
     for name, module in loaded["modules"].items():
         module.load_state_dict(loaded["tensors"][name], strict=True)
     saved = loaded["saved"]
-    nets.opt_G.load_state_dict(saved["opt_G"])
-    nets.opt_D.load_state_dict(saved["opt_D"])
+    load_optimizer(nets.opt_G, saved["opt_G"])
+    load_optimizer(nets.opt_D, saved["opt_D"])
     if accelerator.scaler is not None and saved["scaler"]:
         accelerator.scaler.load_state_dict(saved["scaler"])
     if nets.G_ema is not None:
