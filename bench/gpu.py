@@ -1,7 +1,8 @@
 """GPU benchmark: training throughput, MFU and memory per precision and compile setting; the
 evaluator's Inception throughput and the FID drift TF32 brings. One script, for a short GPU lease.
 
-python bench/gpu.py [--out bench/gpu_results.json] [--budget-s 400] [--quick]
+python bench/gpu.py [--out bench/gpu_results.json] [--budget-s 400] [--batches 64,256] [--quick]
+python bench/gpu.py --compiled dcgan_cifar10:64:bf16:default,...   # compiled cells only (MODE: a torch.compile mode)
 python bench/gpu.py --readme   # rewrite the README's GPU table from the results file
 
 Sections, in the order they run (results are written after every measurement, so a run cut short
