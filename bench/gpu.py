@@ -39,7 +39,6 @@ PRESETS = {"dcgan_cifar10": (400, 100), "sngan_cifar10": (80, 20)}  # G steps, l
 BATCHES = (64, 256)
 PRECISIONS = ("fp32-tf32", "bf16", "fp16")
 DRIFT_LIMIT = 1e-4  # relative FID drift under which TF32 would be kept for Inception
-README_MARKERS = ("<!-- gpu -->", "<!-- /gpu -->")
 # the card's dense tensor-core peaks from its datasheet, FLOP/s (H100 SXM and H200 share them)
 DATASHEET = {"bf16": 989.4e12, "fp16": 989.4e12, "fp32-tf32": 494.7e12}
 
