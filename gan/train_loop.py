@@ -232,6 +232,7 @@ def train(cfg: Config, run_dir: Path) -> int:
     finally:
         if lock is not None:
             lock.release()
+        accelerator.state.destroy_process_group()  # before interpreter exit: gloo can abort a process that keeps it
 
 
 def set_tf32(enabled: bool) -> None:

@@ -51,6 +51,7 @@ def main(out: str) -> None:
         grads = {name: p.grad.detach().clone() for name, p in accelerator.unwrap_model(D).named_parameters()}
         save_file(grads, out)
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group: a gloo process exiting with it alive can abort
 
 
 if __name__ == "__main__":

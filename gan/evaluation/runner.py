@@ -262,6 +262,15 @@ def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
 def run(opts: EvalOptions) -> int:
     """Evaluate the chosen checkpoints of opts.run_dir; with --watch, until training finishes."""
     accelerator = Accelerator(log_with="wandb")
+    try:
+        return evaluate_run(opts, accelerator)
+    finally:
+        # Every process destroys the process group before the interpreter tears down: a gloo
+        # process that exits with it alive can abort ("terminate called without an active exception").
+        accelerator.state.destroy_process_group()
+
+
+def evaluate_run(opts: EvalOptions, accelerator) -> int:
     cfg = run_config(opts, accelerator)
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
     session = Session(accelerator, opts, cfg, settings, weights, layers)
@@ -280,6 +289,7 @@ def run(opts: EvalOptions) -> int:
             if not opts.watch or finished:  # finished was read before listing: nothing can follow
                 break
             time.sleep(opts.poll_seconds)
+        accelerator.wait_for_everyone()  # no process leaves while the main one still computes and writes
     except KeyboardInterrupt:
         session.print("stopped (Ctrl-C)")
         return 0 if opts.watch else 130
