@@ -6,7 +6,9 @@ For each preset: `python train.py --config configs/P.yaml --run-dir OUT/P` (one 
 core) runs with an unreachable train.steps; after --minutes of wall time from its launch it gets
 SIGTERM, finishes its step, writes a checkpoint and exits 75 (the preemption path). Then
 `python evaluate.py OUT/P --metrics fid --num-samples N --checkpoints latest` scores that
-checkpoint (G_ema where the preset keeps one) against all 5,000 embedded digits. A markdown
+checkpoint (G_ema where the preset keeps one) against all 5,000 embedded digits. The name
+`guide` in --presets runs the guide's own loop instead (bench/guide_run.py: same budget, same
+SIGTERM, same evaluate.py command), so the two are compared in one run. A markdown
 table goes to stdout and the numbers to OUT/quality.json. Run it on an otherwise idle machine:
 the budget is wall time, so a busy CPU means fewer steps.
 """
@@ -22,16 +24,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist"]
+GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
 EXIT_PREEMPTED = 75
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
+
+
+def train_command(preset: str, run_dir: Path) -> list[str]:
+    if preset == GUIDE:
+        return [sys.executable, "bench/guide_run.py", "--run-dir", str(run_dir)]
+    return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
+            f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
 
 
 def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None) -> dict:
     """Train until the budget is spent; returns steps done and wall time."""
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"error: {run_dir} exists and is not empty; choose another --out")
-    cmd = [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
-           f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
+    cmd = train_command(preset, run_dir)
     env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -67,7 +76,8 @@ def evaluate(run_dir: Path, num_samples: int, log) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall time per preset")
-    parser.add_argument("--presets", default=",".join(MNIST_PRESETS), help="comma-separated preset names")
+    parser.add_argument("--presets", default=",".join(MNIST_PRESETS),
+                        help=f"comma-separated preset names; {GUIDE!r} is the guide's own loop")  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=2000, help="generated images for FID")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality", help="folder for the runs")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for training (default: every core)")

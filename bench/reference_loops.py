@@ -125,43 +125,62 @@ class Clock:
                           window_rates(self.marks, self.window * self.batch_size))  # fmt: skip
 
 
-def guide_loop(steps: int, batch_size: int = 64, warmup: int = 0) -> LoopTiming:
-    from torchvision import transforms
+class GuideGAN:
+    """The guide's networks, optimizers and step as written: MLP G (z of 784) and D with a Sigmoid
+    output, BCELoss, Adam 2e-4 with PyTorch's default betas, batches from torchvision's transform."""
 
     input_dim, hidden_dim, output_dim, lr = 784, 256, 784, 0.0002
+
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
+        i, h, o = self.input_dim, self.hidden_dim, self.output_dim
+        self.generator = nn.Sequential(nn.Linear(i, h), nn.ReLU(True), nn.Linear(h, h), nn.ReLU(True),
+                                       nn.Linear(h, o), nn.Tanh())  # fmt: skip
+        self.discriminator = nn.Sequential(nn.Linear(o, h), nn.LeakyReLU(0.2, inplace=True), nn.Linear(h, h),
+                                           nn.LeakyReLU(0.2, inplace=True), nn.Linear(h, 1), nn.Sigmoid())  # fmt: skip
+        self.criterion = nn.BCELoss()
+        self.optimizer_G = torch.optim.Adam(self.generator.parameters(), lr=self.lr)
+        self.optimizer_D = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr)
+        self.sink = io.StringIO()
+
+    def dataloader(self, data: ImageData) -> DataLoader:
+        from torchvision import transforms
+
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+        return DataLoader(GuideMNIST(data.images, data.labels, transform), batch_size=self.batch_size, shuffle=True,
+                          drop_last=True)  # fmt: skip  (drop_last: the guide crashes on the last partial batch)
+
+    def step(self, real_images: torch.Tensor) -> None:
+        batch_size, output_dim, criterion = self.batch_size, self.output_dim, self.criterion
+        generator, discriminator = self.generator, self.discriminator
+        real_images = real_images.view(-1, output_dim)
+        self.optimizer_D.zero_grad()
+        real_labels = torch.ones(batch_size, 1)
+        fake_labels = torch.zeros(batch_size, 1)
+        d_loss_real = criterion(discriminator(real_images), real_labels)
+        fake_images = generator(torch.randn(batch_size, self.input_dim))
+        d_loss_fake = criterion(discriminator(fake_images.detach()), fake_labels)
+        d_loss = d_loss_real + d_loss_fake
+        d_loss.backward()
+        self.optimizer_D.step()
+        self.optimizer_G.zero_grad()
+        g_loss = criterion(discriminator(generator(torch.randn(batch_size, self.input_dim))), real_labels)
+        g_loss.backward()
+        self.optimizer_G.step()
+        # the guide prints both losses every step: keep its two host syncs, not the terminal I/O
+        print(f"d_loss: {d_loss.item():.4f}, g_loss: {g_loss.item():.4f}", file=self.sink)
+        self.sink.seek(0)
+        self.sink.truncate()
+
+
+def guide_loop(steps: int, batch_size: int = 64, warmup: int = 0) -> LoopTiming:
     clock = Clock(steps, warmup, batch_size)
-    data = mnist5k(None)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    dataloader = DataLoader(GuideMNIST(data.images, data.labels, transform), batch_size=batch_size, shuffle=True,
-                            drop_last=True)  # fmt: skip  (drop_last: the guide crashes on the last partial batch)
-    generator = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU(True), nn.Linear(hidden_dim, hidden_dim),
-                              nn.ReLU(True), nn.Linear(hidden_dim, output_dim), nn.Tanh())  # fmt: skip
-    discriminator = nn.Sequential(nn.Linear(output_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
-                                  nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
-                                  nn.Linear(hidden_dim, 1), nn.Sigmoid())  # fmt: skip
-    criterion = nn.BCELoss()
-    optimizer_G = torch.optim.Adam(generator.parameters(), lr=lr)
-    optimizer_D = torch.optim.Adam(discriminator.parameters(), lr=lr)
-    sink = io.StringIO()
+    gan = GuideGAN(batch_size)
+    dataloader = gan.dataloader(mnist5k(None))
     done = 0
     while done < steps:
         for real_images, _ in dataloader:
-            real_images = real_images.view(-1, output_dim)
-            optimizer_D.zero_grad()
-            real_labels = torch.ones(batch_size, 1)
-            fake_labels = torch.zeros(batch_size, 1)
-            d_loss_real = criterion(discriminator(real_images), real_labels)
-            fake_images = generator(torch.randn(batch_size, input_dim))
-            d_loss_fake = criterion(discriminator(fake_images.detach()), fake_labels)
-            d_loss = d_loss_real + d_loss_fake
-            d_loss.backward()
-            optimizer_D.step()
-            optimizer_G.zero_grad()
-            g_loss = criterion(discriminator(generator(torch.randn(batch_size, input_dim))), real_labels)
-            g_loss.backward()
-            optimizer_G.step()
-            # the guide prints both losses every step: keep its two host syncs, not the terminal I/O
-            print(f"d_loss: {d_loss.item():.4f}, g_loss: {g_loss.item():.4f}", file=sink)
+            gan.step(real_images)
             done += 1
             clock.step_done(done)
             if done == steps:
