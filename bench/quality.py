@@ -36,7 +36,8 @@ def train_command(preset: str, run_dir: Path) -> list[str]:
             f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
 
 
-def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None) -> dict:
+def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None,
+              precision: str = "no") -> dict:  # fmt: skip
     """Train until the budget is spent; returns steps done and wall time."""
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"error: {run_dir} exists and is not empty; choose another --out")
@@ -44,6 +45,8 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    if preset != GUIDE:
+        env["ACCELERATE_MIXED_PRECISION"] = precision  # read by Accelerator(), as `accelerate launch` sets it
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -58,7 +61,7 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     if code != EXIT_PREEMPTED:
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
     meta = json.loads(max((run_dir / "checkpoints").glob("step-*/meta.json")).read_text())
-    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(),
+    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(), "precision": precision,
             "command": " ".join(cmd[1:])}  # fmt: skip
 
 
@@ -81,6 +84,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000, help="generated images for FID")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality", help="folder for the runs")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for training (default: every core)")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
+                        help="training precision of the presets (bf16: autocast on the CPU)")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset; FID from "
@@ -89,7 +94,7 @@ def main() -> None:
     for preset in args.presets.split(","):
         run_dir = args.out / preset
         with open(args.out / f"{preset}.log", "w") as log:
-            result = train_for(preset, run_dir, args.minutes * 60, log, args.threads)
+            result = train_for(preset, run_dir, args.minutes * 60, log, args.threads, args.mixed_precision)
             result["fid"] = evaluate(run_dir, args.num_samples, log)
         results[preset] = result
         print(f"  {preset}: {result['steps']} steps, FID {result['fid']:.1f}", file=sys.stderr)
@@ -98,9 +103,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for preset, r in results.items():
         print(f"| `{preset}` | {r['threads']} | {r['steps']:,} | {r['kimg']:.0f} | {r['fid']:.1f} |")
-    threads = f" --threads {args.threads}" if args.threads else ""
+    extra = f" --threads {args.threads}" if args.threads else ""
+    extra += f" --mixed-precision {args.mixed_precision}" if args.mixed_precision != "no" else ""
     print(f"\ncommand: python bench/quality.py --minutes {args.minutes:g} --presets {args.presets} "
-          f"--num-samples {args.num_samples}{threads}")  # fmt: skip
+          f"--num-samples {args.num_samples}{extra}")  # fmt: skip
 
 
 if __name__ == "__main__":
