@@ -61,8 +61,8 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     if code != EXIT_PREEMPTED:
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
     meta = json.loads(max((run_dir / "checkpoints").glob("step-*/meta.json")).read_text())
-    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(), "precision": precision,
-            "command": " ".join(cmd[1:])}  # fmt: skip
+    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(),
+            "precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> float:
