@@ -25,9 +25,9 @@ from gan.config import load_config, to_dict  # noqa: E402
 from gan.data import mnist5k  # noqa: E402
 from gan.networks import build_networks  # noqa: E402
 from gan.run_folder import open_run_dir  # noqa: E402
+from gan.train_loop import EXIT_PREEMPTED  # noqa: E402
 
 PRESET = ROOT / "configs" / "vanilla_mnist.yaml"
-EXIT_PREEMPTED = 75
 
 
 def train(gan: GuideGAN, steps: int | None) -> tuple[int, bool]:

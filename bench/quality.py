@@ -45,8 +45,9 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    if preset != GUIDE:
-        env["ACCELERATE_MIXED_PRECISION"] = precision  # read by Accelerator(), as `accelerate launch` sets it
+    if preset == GUIDE:
+        precision = "no"  # the guide's loop as written: fp32
+    env["ACCELERATE_MIXED_PRECISION"] = precision  # read by Accelerator(), as `accelerate launch` sets it
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -54,7 +54,8 @@ class EvalLogger:
 
     def close(self) -> None:
         if self.ok:
-            try:
-                self.accelerator.end_training()
+            try:  # the trackers only: runner.run ends the process group, on every process
+                for tracker in self.accelerator.trackers:
+                    tracker.finish()
             except Exception as err:
                 self._warn("finish", err)
