@@ -71,11 +71,11 @@ def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
     from accelerate import Accelerator
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
+    from gan.checkpoint import load_generator
     from gan.evaluation.features import create_extractor
     from gan.evaluation.metrics import compute_metrics
     from gan.evaluation.real_stats import real_images
     from gan.evaluation.runner import EvalOptions, Session, resolve_settings, run_config
-    from gan.generate import load_generator
     from gan.samples import generate_images
 
     accelerator = Accelerator()

@@ -123,10 +123,10 @@ def evaluator_section(num: int, quick: bool) -> dict:
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 
+    from gan.checkpoint import load_generator
     from gan.data import build_data
     from gan.evaluation import features
     from gan.evaluation.inception import resolve_weights
-    from gan.generate import load_generator
     from gan.train_loop import train
 
     accelerator = Accelerator()

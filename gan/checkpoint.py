@@ -9,6 +9,9 @@ Layout of `RUN_DIR/checkpoints/step-NNNNNNN/`:
 
 Everything is written into `.tmp-step-NNNNNNN/` and renamed into place, so a crash leaves
 either the old set or a complete new one. Leftover temporary folders are ignored and removed.
+A checkpoint that resume had to skip is renamed `step-NNNNNNN.bad`: it is kept for inspection,
+never listed as complete, and rotation bounds how many such folders stay. Only these names are
+ever created, renamed or deleted under checkpoints/.
 Accelerate's `save_state` pickles RNG and sampler objects, so we do not use it here.
 """
 
@@ -28,8 +31,10 @@ from safetensors.torch import load_file, save_file
 from gan.errors import GanError
 
 STEP_DIR = re.compile(r"^step-(\d{7,})$")
+BAD_DIR = re.compile(r"^step-(\d{7,})\.bad$")
 TMP_PREFIX = ".tmp-"
-NETWORK_FILES = ("G", "D", "G_ema")
+OUR_TMP_DIR = re.compile(r"^\.tmp-(old-)?step-\d{7,}(\.bad)?$")  # begin_save's and discard's names only
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # torch.optim.Adam's per-parameter state (amsgrad off)
 
 
 def step_name(step: int) -> str:
@@ -40,24 +45,44 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first. Temporary folders are never listed."""
+def _list(run_dir: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
     root = checkpoints_dir(run_dir)
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
-        match = STEP_DIR.match(path.name)
-        if match and path.is_dir():
+        match = pattern.match(path.name)
+        if match and path.is_dir() and not path.is_symlink():
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first. Temporary and set-aside folders are never listed."""
+    return _list(run_dir, STEP_DIR)
+
+
+def list_set_aside(run_dir: Path) -> list[tuple[int, Path]]:
+    """Checkpoints that resume skipped as bad (step-N.bad), oldest first."""
+    return _list(run_dir, BAD_DIR)
+
+
 def remove_temporary(run_dir: Path) -> None:
+    """Remove what a killed save or discard left behind: our temporary names only, nothing else."""
     root = checkpoints_dir(run_dir)
     if root.is_dir():
-        for path in root.glob(f"{TMP_PREFIX}*"):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in root.iterdir():
+            if OUR_TMP_DIR.match(path.name) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint that resume skipped to step-N.bad (replacing an older one of that step)."""
+    aside = path.with_name(f"{path.name}.bad")
+    if aside.exists():
+        discard(aside)
+    os.rename(path, aside)
+    return aside
 
 
 def _fsync(path: Path) -> None:
@@ -97,19 +122,21 @@ def finish_save(run_dir: Path, tmp: Path, step: int, networks: dict, state: dict
     for path in tmp.iterdir():
         _fsync(path)
     final = checkpoints_dir(run_dir) / step_name(step)
-    if final.exists():  # a checkpoint of this step that resume skipped as bad: kept aside, not reused
-        aside = final.with_name(f"{final.name}.bad")
-        shutil.rmtree(aside, ignore_errors=True)
-        os.rename(final, aside)
+    if final.exists():  # a checkpoint of this step that was not resumed from: kept aside, not reused
+        set_aside(final)
     os.rename(tmp, final)
     _fsync(final.parent)
     return final
 
 
-def rotate(run_dir: Path, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints; the newest is never deleted."""
-    complete = list_checkpoints(run_dir)
-    for _, path in complete[: max(0, len(complete) - max(keep, 1))]:
+def rotate(run_dir: Path, keep: int, written: int) -> None:
+    """Keep the checkpoint just written (step `written`) and the newest keep - 1 others; of the
+    set-aside (.bad) folders, keep the newest `keep`."""
+    others = [(step, path) for step, path in list_checkpoints(run_dir) if step != written]
+    for _, path in others[: max(0, len(others) - (max(keep, 1) - 1))]:
+        discard(path)
+    aside = list_set_aside(run_dir)
+    for _, path in aside[: max(0, len(aside) - max(keep, 1))]:
         discard(path)
 
 
@@ -127,27 +154,43 @@ def discard(path: Path) -> None:
 @dataclass
 class Checkpoint:
     path: Path
-    meta: dict
+    meta: dict  # checked by read_meta: step an int, files a list of names, kimg a number
 
     @property
     def step(self) -> int:
-        return int(self.meta["step"])
+        return self.meta["step"]
 
 
 def _bad(path: Path, why: str) -> GanError:
     return GanError(f"checkpoint file {str(path)!r} {why}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_meta(path: Path) -> Checkpoint:
+    """meta.json, with the type of every field checked and its step equal to the folder's."""
     meta_file = Path(path) / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
         raise _bad(meta_file, "is missing (an incomplete or foreign checkpoint)") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
         raise _bad(meta_file, f"cannot be read ({err.__class__.__name__})") from None
     if not isinstance(meta, dict) or "step" not in meta:
         raise _bad(meta_file, "has no step")
+    if not _is_int(meta["step"]) or meta["step"] < 0:
+        raise _bad(meta_file, f"has step {str(meta['step'])[:40]!r}, not a whole number >= 0")
+    folder = STEP_DIR.match(Path(path).name)
+    if folder and int(folder.group(1)) != meta["step"]:
+        raise _bad(meta_file, f"says step {meta['step']}, its folder is {Path(path).name}")
+    files = meta.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise _bad(meta_file, "has a 'files' entry that is not a list of file names")
+    kimg = meta.get("kimg")
+    if kimg is not None and not (isinstance(kimg, int | float) and not isinstance(kimg, bool)):
+        raise _bad(meta_file, "has a 'kimg' entry that is not a number")
     return Checkpoint(Path(path), meta)
 
 
@@ -227,3 +270,105 @@ def generator_file(ckpt: Checkpoint) -> Path:
     """G_ema where the run has one, else G."""
     ema = ckpt.path / "G_ema.safetensors"
     return ema if "G_ema.safetensors" in ckpt.meta.get("files", []) or ema.exists() else ckpt.path / "G.safetensors"
+
+
+def load_generator(path: Path, device="cpu"):
+    """(G, config, checkpoint) from a run folder or a checkpoint folder; G_ema where there is one.
+    Every file it reads is checked first; a bad one raises GanError naming it."""
+    from gan.config import from_dict
+    from gan.networks import build_networks
+
+    found = resolve_checkpoint(path)
+    state = read_state(found.path, found.step, GENERATOR_FIELDS)
+    cfg = from_dict(state["config"], source=f"checkpoint file {str(found.path / 'state.pt')!r}")
+    G, _ = build_networks(cfg, num_classes=state["num_classes"])
+    load_network(G, generator_file(found))
+    return G.to(device).eval(), cfg, found
+
+
+# --------------------------------------------------------------------------- the training state
+
+
+# state.pt's entries and the types they must have; checked before anything of the file is used.
+STATE_FIELDS = {"step": int, "batches_seen": int, "nonfinite_total": int, "opt_G": dict, "opt_D": dict,
+                "scaler": dict, "ema_n_averaged": torch.Tensor, "num_processes": int, "num_classes": int,
+                "config": dict}  # fmt: skip
+GENERATOR_FIELDS = ("step", "num_classes", "config")  # what gan.generate and the evaluator need
+
+
+def read_state(path: Path, step: int, fields=tuple(STATE_FIELDS)) -> dict:
+    """state.pt of the checkpoint at `step`, with the type of each of `fields` checked (not yet the
+    optimizers' contents: see check_optimizer_state)."""
+    state_file = Path(path) / "state.pt"
+    saved = load_plain(state_file)
+    if not isinstance(saved, dict):
+        raise _bad(state_file, f"holds a {type(saved).__name__}, not the training state")
+    for key in fields:
+        kind = STATE_FIELDS[key]
+        if key not in saved:
+            raise _bad(state_file, f"has no {key!r} entry (not a training state of this project)")
+        value = saved[key]
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            raise _bad(state_file, f"has a {key!r} entry of the wrong type or range ({type(value).__name__})")
+    if saved["step"] != step:
+        raise _bad(state_file, f"says step {saved['step']}, its checkpoint is step {step}")
+    if "num_processes" in fields and (saved["num_processes"] < 1 or saved["ema_n_averaged"].numel() != 1):
+        raise _bad(state_file, "has a num_processes or ema_n_averaged entry out of range")
+    return saved
+
+
+def check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer, where: str) -> None:
+    """Raise ValueError unless `saved` is Adam state for exactly these parameters: every state tensor
+    must have its parameter's shape and dtype. Loading a mismatch can crash the process (a fused
+    kernel's internal assert) or silently pair moments with the wrong weights."""
+    groups = saved.get("param_groups")
+    state = saved.get("state")
+    if not isinstance(groups, list) or not isinstance(state, dict):
+        raise ValueError(f"{where} is not an optimizer state (no param_groups/state)")
+    if len(groups) != len(optimizer.param_groups):
+        raise ValueError(f"{where} has {len(groups)} parameter groups, the optimizer {len(optimizer.param_groups)}")
+    for saved_group, group in zip(groups, optimizer.param_groups, strict=True):
+        ids = saved_group.get("params") if isinstance(saved_group, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(group["params"]):
+            raise ValueError(f"{where} has a parameter group of another size")
+        for index, param in zip(ids, group["params"], strict=True):
+            entry = state.get(index)
+            if entry is None:  # a parameter that has had no step yet
+                continue
+            if not isinstance(entry, dict) or sorted(entry) != sorted(ADAM_STATE):
+                keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+                raise ValueError(f"{where} holds state {keys} for a parameter, not Adam's {list(ADAM_STATE)}")
+            step = entry["step"]
+            if not isinstance(step, torch.Tensor) or step.numel() != 1 or not step.is_floating_point():
+                raise ValueError(f"{where} holds an Adam step count that is not a scalar float tensor")
+            for key in ("exp_avg", "exp_avg_sq"):
+                moment = entry[key]
+                if not isinstance(moment, torch.Tensor) or moment.shape != param.shape or moment.dtype != param.dtype:
+                    raise ValueError(f"{where} holds {key} of {_describe(moment)} for a parameter of {_describe(param)}")
+    known = {i for g in groups for i in g["params"]}
+    if set(state) - known:
+        raise ValueError(f"{where} holds state for parameters it does not list")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    return f"type {type(value).__name__}"
+
+
+def read_rng(path: Path, rank: int) -> torch.Tensor | None:
+    """This rank's torch RNG state, checked by setting it inside fork_rng (the caller's RNG is untouched);
+    None when the checkpoint has no file for this rank."""
+    rng_file = Path(path) / f"rng-rank{rank}.pt"
+    if not rng_file.exists():
+        return None
+    saved = load_plain(rng_file)
+    rng = saved.get("torch") if isinstance(saved, dict) else None
+    if not isinstance(rng, torch.Tensor):
+        raise _bad(rng_file, "has no 'torch' RNG state")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(rng)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise _bad(rng_file, f"holds an RNG state torch refuses ({str(err).splitlines()[0][:80]})") from None
+    return rng

@@ -5,7 +5,9 @@ name the key and what it accepts. The resolved config is saved in the run folder
 stored in every checkpoint and logged to the tracker.
 """
 
+import contextlib
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -14,9 +16,18 @@ from pathlib import Path
 
 import yaml
 
-from gan.errors import GanError
+from gan.errors import GanError, cut, quote
 
-SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-4, 2.5E3: floats that PyYAML leaves as text
+# 1e-4, 2.5E3, 1.0e10: floats that PyYAML leaves as text (YAML 1.1 wants a dot and a signed exponent)
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+# What a config can hold. A preset is a few hundred bytes, 4 levels deep (file, section, list, item)
+# and about 60 values; the limits are far above that and stop hostile YAML before anything walks it.
+MAX_FILE_BYTES = 1 << 20  # bytes read from a config file: more is the wrong file (or /dev/zero)
+MAX_DEPTH = 8  # levels of nesting: PyYAML and repr recurse per level and hit Python's limit at ~500
+MAX_VALUES = 10_000  # values, counting an alias each time it is used: a YAML alias bomb stops here
+MAX_STRING = 4096  # characters in a string value: Linux's PATH_MAX, the longest data.root can be
+
 
 
 @dataclass
@@ -77,7 +88,7 @@ class TrainConfig:
     num_samples: int = 64  # images in the fixed-noise sample grid
     on_nonfinite: str = "stop"  # non-finite loss: stop (exit non-zero) or skip (drop the update)
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skips in a row
-    tf32: bool = True  # fp32 matmuls and convolutions in TF32 on NVIDIA GPUs (Ampere and later); no effect on CPU
+    tf32: bool = True  # fp32 matmuls and convolutions in TF32 on NVIDIA GPUs (Ampere+); no effect on CPU
 
 
 @dataclass
@@ -129,6 +140,10 @@ def _type_name(tp) -> str:
     return "null" if tp is type(None) else tp.__name__
 
 
+class _Refused(GanError):
+    """A value of the right type that no key accepts: a union reports it instead of trying its next type."""
+
+
 def _coerce(value, tp, key: str):
     """Return value checked against the annotation tp; ints are accepted for floats."""
     origin = typing.get_origin(tp)
@@ -136,6 +151,8 @@ def _coerce(value, tp, key: str):
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key)
+            except _Refused:
+                raise
             except GanError:
                 pass
     elif origin is list:
@@ -146,28 +163,47 @@ def _coerce(value, tp, key: str):
         if value is None:
             return None
     elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and SCIENTIFIC.fullmatch(value):  # YAML 1.1 reads 1e-4 as a string
-            return float(value)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number or (isinstance(value, str) and SCIENTIFIC.fullmatch(value)):
+            try:
+                result = float(value)
+            except OverflowError:  # an int of hundreds of digits
+                result = math.inf
+            if not math.isfinite(result):
+                raise _Refused(f"{key}: expected a finite number, got {cut(str(value))}")
+            return result
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value):
+            raise _Refused(
+                f"{key}: expected int, got {cut(value)} (e-notation is a float; write the digits)"
+            )
+    elif tp is str:
+        if isinstance(value, str):
+            if len(value) <= MAX_STRING:
+                return value
+            raise _Refused(
+                f"{key}: expected a string of at most {MAX_STRING} characters, got {quote(value)}"
+            )
     elif isinstance(value, tp):
         return value
-    raise GanError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise GanError(f"{key}: expected {_type_name(tp)}, got {quote(value)}")
 
 
 def _merge(obj, updates: dict, prefix: str = "") -> None:
     """Write the dict `updates` into the dataclass `obj`, strictly."""
+    section = prefix.rstrip(".")
+    if updates is None and section:  # `train:` with nothing under it
+        raise GanError(f"section {section!r} is empty; give it keys or remove it")
     if not isinstance(updates, dict):
-        raise GanError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {updates!r}")
+        raise GanError(f"{section or 'config'}: expected a mapping, got {quote(updates)}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
     for name, value in updates.items():
         key = f"{prefix}{name}"
         if name not in fields:
-            raise GanError(f"unknown config key {key!r}; legal keys here: {', '.join(fields)}")
+            raise GanError(f"unknown config key {quote(key)}; legal keys here: {', '.join(fields)}")
         current = getattr(obj, name)
         if dataclasses.is_dataclass(current):
             _merge(current, value, prefix=f"{key}.")
@@ -175,15 +211,89 @@ def _merge(obj, updates: dict, prefix: str = "") -> None:
             setattr(obj, name, _coerce(value, hints[name], key))
 
 
+@contextlib.contextmanager
+def _errors_from(source: str | None):
+    """Prefix every GanError raised inside with source, e.g. "config file 'RUN/config.yaml'"."""
+    try:
+        yield
+    except GanError as err:
+        if source is None:
+            raise
+        raise GanError(f"{source}: {err}") from None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _TooDeep(Exception):
+    """Raised inside PyYAML's composer; _parse_yaml turns it into a GanError naming the source."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH before it recurses into it."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _load(text: str):
+    loader = _BoundedLoader(text)  # reads the whole text: a ReaderError on a character YAML does not allow
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _check_shape(data, where: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and more than MAX_VALUES values, each alias counted where it
+    is used: an alias shares one object, so the text can be small while a walk over it never ends."""
+    stack, count = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise GanError(f"{where} is nested more than {MAX_DEPTH} levels deep")
+        if count > MAX_VALUES:
+            raise GanError(f"{where} holds more than {MAX_VALUES} values (YAML aliases expanded)")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _parse_yaml(text: str, where: str):
+    """YAML text -> data within the limits above; where ("config file 'F'") starts every error."""
+    try:
+        data = _load(text)
+    except _TooDeep:
+        raise GanError(f"{where} is nested more than {MAX_DEPTH} levels deep") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where_in = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = f"{err.problem}{where_in}" if err.problem else str(err)
+        raise GanError(f"{where} is not valid YAML: {detail}".splitlines()[0][:200]) from None
+    except yaml.YAMLError as err:  # ReaderError: a character YAML does not allow
+        raise GanError(f"{where} is not valid YAML: {err}".splitlines()[0][:200]) from None
+    except ValueError as err:  # an int of more than 4300 digits, a date such as 2020-13-45
+        raise GanError(f"{where} is not valid YAML: {str(err).split(';')[0]}"[:200]) from None
+    _check_shape(data, where)
+    return data
+
+
 def parse_override(text: str) -> dict:
     """`train.steps=10` -> {"train": {"steps": 10}}; the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise GanError(f"override {text!r} is not of the form key.sub=value")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as err:
-        raise GanError(f"override {text!r}: the value is not valid YAML ({err.__class__.__name__})") from None
+        raise GanError(f"override {quote(text)} is not of the form key.sub=value")
+    value = _parse_yaml(raw, f"override {quote(text)}: the value") if raw != "" else ""
     nested: dict = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
@@ -194,27 +304,42 @@ def parse_override(text: str) -> dict:
 
 
 def read_yaml(path: Path) -> dict:
+    """A config file's mapping of sections; {} for an empty file."""
+    where = f"config file {str(path)!r}"
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise GanError(f"config file {str(path)!r} does not exist") from None
+        raise GanError(f"{where} does not exist") from None
     except OSError as err:
-        raise GanError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
+        raise GanError(f"{where} cannot be read: {err.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise GanError(f"{where} is larger than {MAX_FILE_BYTES >> 20} MiB: too large for a config")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise GanError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = f"byte 0x{raw[err.start]:02x} at offset {err.start}"
+        raise GanError(f"{where} is not UTF-8 text ({bad})") from None
+    data = _parse_yaml(text, where)
     if data is not None and not isinstance(data, dict):
-        raise GanError(f"config file {str(path)!r}: expected a mapping of sections (model:, data:, train:, ...), "
+        raise GanError(f"{where}: expected a mapping of sections (model:, data:, train:, ...), "
                        f"got a {type(data).__name__}")  # fmt: skip
     return data or {}
 
 
-def from_dict(data: dict) -> Config:
+def from_dict(data: dict, source: str | None = None) -> Config:
+    """A validated Config from stored data; source (e.g. "checkpoint 'P'") starts every error."""
     cfg = Config()
-    _merge(cfg, data)
-    validate(cfg)
+    with _errors_from(source):
+        _check_shape(data, "the config")
+        _merge(cfg, data)
+        validate(cfg)
     return cfg
+
+
+def read_config_file(path: str | Path) -> Config:
+    """A stored config, e.g. a run folder's config.yaml, validated; every error names the file."""
+    return from_dict(read_yaml(Path(path)), source=f"config file {str(path)!r}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -223,7 +348,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if path is not None:
         data = read_yaml(Path(path))
         data.setdefault("preset", Path(path).stem)
-        _merge(cfg, data)
+        with _errors_from(f"config file {str(path)!r}"):
+            _merge(cfg, data)
     for text in overrides:
         _merge(cfg, parse_override(text))
     validate(cfg)
@@ -257,11 +383,37 @@ def _check(ok: bool, message: str) -> None:
         raise GanError(message)
 
 
+# Upper bounds of the size keys: far above any published GAN, low enough that a slip (an extra zero,
+# 1e10) is refused here, before the run folder exists, and not by an out-of-memory traceback later.
+SIZE_LIMITS = {
+    "model.z_dim": 4096,  # 8x StyleGAN's 512; G's first layer grows linearly with it
+    "model.hidden_dim": 16384,  # the MLP's hidden layer has hidden_dim**2 weights: 268 M at the limit
+    "model.g_channels": 1024,  # DCGAN's widest layer has 8x this: at 64 px, 0.5 G weights at the limit
+    "model.d_channels": 1024,  # (16x DCGAN's 64, 4x SNGAN's 256)
+    "data.resolution": 1024,  # StyleGAN's largest; the networks accept only some sizes up to it
+    "train.batch_size": 8192,  # images per process: 4x BigGAN's 2048
+    "train.n_critic": 100,  # WGAN's warm-up phase, the most D steps per G step in the literature
+    # the fixed-noise grid: 32 x 32 images, the most that stay legible in one PNG. Every process keeps
+    # the noise and G renders the whole grid at each sample_every.
+    "train.num_samples": 1024,
+}
+SEED_MAX = 2**31 - 1  # numpy's seeds are < 2**32 and each process adds its rank: room for any count
+WANDB_TAG_CHARS = 64  # W&B refuses a tag that is empty or longer, when the run is already created
+
+
+def _one_of(key: str, value, choices: tuple, nullable: bool = False) -> None:
+    legal = ", ".join(choices) + (" (or null)" if nullable else "")
+    ok = value in choices or (nullable and value is None)
+    _check(ok, f"{key}: unknown value {quote(value)}; choose one of: {legal}")
+
+
 def _positive(cfg: Config, *keys: str) -> None:
     flat = flatten(to_dict(cfg))
     for key in keys:
         value = flat[key]
         _check(value is None or value > 0, f"{key} must be > 0, got {value!r}")
+        limit = SIZE_LIMITS.get(key)
+        _check(limit is None or value <= limit, f"{key} must be in [1, {limit}], got {value!r}")
 
 
 def validate(cfg: Config) -> None:
@@ -280,29 +432,28 @@ def validate(cfg: Config) -> None:
         "model.z_dim", "model.hidden_dim", "model.g_channels", "model.d_channels",
         "data.resolution", "data.limit", "optim.lr_g", "optim.lr_d",
         "train.steps", "train.batch_size", "train.checkpoint_every", "train.sample_every",
-        "train.n_critic", "loss.r1_every", "train.log_every", "train.keep_checkpoints", "train.num_samples", "train.max_nonfinite_skips",
+        "train.n_critic", "loss.r1_every", "train.log_every", "train.keep_checkpoints", "train.num_samples",
+        "train.max_nonfinite_skips",
     )  # fmt: skip
     _check(cfg.data.channels in (1, 3), f"data.channels must be 1 or 3, got {cfg.data.channels}")
     _check(
         len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
-        f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}",
+        f"optim.betas must be two numbers in [0, 1), got {quote(cfg.optim.betas)}",
     )
-    _check(cfg.train.seed >= 0, f"train.seed must be >= 0, got {cfg.train.seed}")
+    seed = cfg.train.seed
+    _check(0 <= seed <= SEED_MAX, f"train.seed must be in [0, {SEED_MAX}], got {seed}")
     _validate_family(cfg, AUGMENTATIONS)
     decay = cfg.train.ema_decay
     _check(decay is None or 0 < decay < 1, f"train.ema_decay must be in (0, 1) or null, got {decay}")
     rampup = cfg.train.ema_rampup
     _check(rampup is None or rampup > 0, f"train.ema_rampup must be > 0 or null, got {rampup}")
-    choices = ("stop", "skip")
-    _check(
-        cfg.train.on_nonfinite in choices,
-        f"train.on_nonfinite: unknown value {cfg.train.on_nonfinite!r}; choose one of: {', '.join(choices)}",
-    )
-    modes = ("online", "offline", "disabled")
-    _check(
-        cfg.wandb.mode in (None, *modes),
-        f"wandb.mode: unknown value {cfg.wandb.mode!r}; choose one of: {', '.join(modes)} (or null)",
-    )
+    _one_of("train.on_nonfinite", cfg.train.on_nonfinite, ("stop", "skip"))
+    _one_of("wandb.mode", cfg.wandb.mode, ("online", "offline", "disabled"), nullable=True)
+    for i, tag in enumerate(cfg.wandb.tags):
+        _check(
+            1 <= len(tag) <= WANDB_TAG_CHARS,
+            f"wandb.tags[{i}]: W&B tags are 1 to {WANDB_TAG_CHARS} characters, got {quote(tag)}",
+        )
 
 
 def _validate_family(cfg: Config, augmentations) -> None:
@@ -316,14 +467,10 @@ def _validate_family(cfg: Config, augmentations) -> None:
         "loss.name=wgan needs a constraint on D: set loss.gp_weight (WGAN-GP: 10), loss.r1_weight "
         "or model.spectral_norm=true",
     )
-    norms = ("batch", "layer", "none")
-    _check(
-        cfg.model.d_norm in (None, *norms),
-        f"model.d_norm: unknown value {cfg.model.d_norm!r}; choose one of: {', '.join(norms)} (or null)",
-    )
+    _one_of("model.d_norm", cfg.model.d_norm, ("batch", "layer", "none"), nullable=True)
     for name in cfg.augment.policy:
         augmentations.get(name, "augment.policy")
     _check(
         len(set(cfg.augment.policy)) == len(cfg.augment.policy),
-        f"augment.policy lists a transform twice: {cfg.augment.policy}",
+        f"augment.policy lists a transform twice: {quote(cfg.augment.policy)}",
     )

@@ -7,6 +7,8 @@ pipeline made the loop 1.35x-2.7x slower here; indexing one tensor per batch avo
 
 import gzip
 import importlib.util
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from gan.registry import DATASETS
 
 OFFLINE_CHOICES = "mnist5k (embedded) or image_folder (data.root=PATH)"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+# The PIL decoders for those suffixes. PIL picks the decoder by content, so without this list a
+# renamed file reaches any plugin (EPS runs Ghostscript).
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 
 
 @dataclass
@@ -66,7 +71,9 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def make_dataloader(data: ImageData, batch_size: int) -> DataLoader:
     if len(data.images) < batch_size:
-        raise GanError(f"train.batch_size={batch_size} is larger than the data set ({len(data.images)} images)")
+        raise GanError(
+            f"train.batch_size={batch_size} is larger than the data set ({len(data.images)} images)"
+        )
     # drop_last: every batch is full, so the guide's crash on the last partial batch cannot happen.
     # A private generator: starting an epoch must not draw from the global RNG that z comes from,
     # or a resumed run would see different noise. Accelerate reseeds it with data_seed + epoch.
@@ -91,7 +98,9 @@ def fit_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Te
     if (h, w) != (resolution, resolution):
         scale = resolution / min(h, w)
         size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
-        resized = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            images.float(), size=size, mode="bilinear", antialias=True, align_corners=False
+        )
         top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
         images = resized[..., top : top + resolution, left : left + resolution].round().clamp(0, 255)
         images = images.to(torch.uint8)
@@ -164,37 +173,94 @@ def cifar10(data_cfg) -> ImageData:
     return ImageData(images, torch.tensor(ds.targets), 10)
 
 
+def decode_image(path: Path, channels: int) -> torch.Tensor | None:
+    """One image file as uint8 (C, H, W), or None if PIL cannot decode it.
+
+    C is `channels`, or 1 for the deep grayscale modes, which PIL's convert() would clip to 0-255:
+    16-bit and 32-bit integers (modes I;16, I) are read as 16-bit values, clipped to 0-65535, and
+    keep their high byte (v >> 8), as PIL does for 16-bit RGB(A) PNGs and torchvision's
+    to_dtype(scale=True) for uint16. Floats (mode F) are read as [0, 1]: x * 255, rounded, clipped,
+    NaN as 0.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # per-file notes on odd metadata; a file that fails is counted
+            # Images above MAX_IMAGE_PIXELS (89 megapixels) are skipped, not only those above the 2x
+            # where PIL raises: decoding one takes gigabytes for a data set of a few hundred pixels a side.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=PIL_FORMATS) as img:
+                img.load()
+                deep = img.mode in ("I", "F") or img.mode.startswith("I;16")
+                array = np.asarray(img if deep else img.convert("L" if channels == 1 else "RGB"))
+    # A hostile file raises OSError, ValueError, SyntaxError, EOFError, struct.error, NotImplementedError,
+    # DecompressionBombError, MemoryError...: all Exceptions. KeyboardInterrupt and SystemExit are not.
+    except Exception:
+        return None
+    if array.dtype.kind == "f":
+        array = (np.nan_to_num(array, nan=0.0).clip(0, 1) * 255).round()
+    elif array.dtype != np.uint8:
+        array = array.clip(0, 65535) >> 8
+    tensor = torch.from_numpy(array.astype(np.uint8))
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under folder, recursively, sorted; hidden files and folders (".name") are not data."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )  # fmt: skip
+
+
 @DATASETS.register("image_folder")
 def image_folder(data_cfg) -> ImageData:
-    """Every image under data.root, recursively; the first-level sub-folder is the class."""
-    from PIL import Image, UnidentifiedImageError
+    """Every image under data.root, recursively; each first-level sub-folder is a class, by sorted name.
 
+    Images directly in data.root get label 0. Files PIL cannot decode are skipped and counted;
+    a class folder without one readable image is an error, as it would shift the later labels.
+    """
     root = Path(data_cfg.root)
     if not root.is_dir():
         raise GanError(f"data.root={str(root)!r} is not a folder (data.name=image_folder)")
     try:
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+        class_dirs = [p for p in entries if p.is_dir()]
+        files = [(0, p) for p in entries if is_image_file(p)]
+        files += [(label, p) for label, folder in enumerate(class_dirs) for p in list_images(folder)]
     except PermissionError as err:
         raise GanError(f"data.root={str(root)!r} cannot be read: {err.strerror}") from None
-    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    class_index = {name: i for i, name in enumerate(classes)}
-    mode = "L" if data_cfg.channels == 1 else "RGB"
-    images, labels, skipped = [], [], 0
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode)
-                array = np.asarray(img, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError):
-            skipped += 1
-            continue
-        tensor = torch.from_numpy(array.copy())
-        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-        images.append(fit_images(tensor.unsqueeze(0), data_cfg.resolution, data_cfg.channels)[0])
-        parts = path.relative_to(root).parts
-        labels.append(class_index[parts[0]] if len(parts) > 1 else 0)
+    images, labels, skipped = [], [], []
+    pil_log = logging.getLogger("PIL")
+    level = pil_log.level
+    pil_log.setLevel(logging.CRITICAL)  # PIL logs an error line per malformed TIFF; such files are counted
+    try:
+        for label, path in files:
+            tensor = decode_image(path, data_cfg.channels)
+            if tensor is None:
+                skipped.append(path)
+                continue
+            images.append(fit_images(tensor.unsqueeze(0), data_cfg.resolution, data_cfg.channels)[0])
+            labels.append(label)
+    finally:
+        pil_log.setLevel(level)
     if skipped:
-        print(f"warning: data.root={str(root)!r}: skipped {skipped} unreadable image file(s)", flush=True)
+        print(f"warning: data.root={str(root)!r}: skipped {len(skipped)} unreadable image file(s), "
+              f"e.g. {str(skipped[0].relative_to(root))!r}", flush=True)  # fmt: skip
     if not images:
-        raise GanError(f"data.root={str(root)!r} holds no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return ImageData(torch.stack(images), torch.tensor(labels), max(1, len(classes)))
+        raise GanError(
+            f"data.root={str(root)!r} holds no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    found = set(labels)
+    empty = [folder.name for label, folder in enumerate(class_dirs) if label not in found]
+    if empty:
+        raise GanError(
+            f"data.root={str(root)!r}: class folder(s) {', '.join(map(repr, empty))} hold no readable image; "
+            "every first-level sub-folder is a class: add images or move the folder out"
+        )
+    return ImageData(torch.stack(images), torch.tensor(labels), max(1, len(class_dirs)))

@@ -1,7 +1,13 @@
 """One user-facing error type, and the guard that turns it into a clean exit."""
 
 import functools
+import reprlib
 import sys
+
+QUOTE_CHARS = 80  # the most an error line quotes of a user's value
+_QUOTER = reprlib.Repr()
+_QUOTER.maxlevel, _QUOTER.maxlist, _QUOTER.maxdict = 3, 8, 8
+_QUOTER.maxstring = _QUOTER.maxother = QUOTE_CHARS
 
 
 class GanError(Exception):
@@ -12,11 +18,23 @@ class GanError(Exception):
     """
 
 
+def cut(text: str) -> str:
+    """text cut to QUOTE_CHARS characters, so an error stays one short line whatever the input."""
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
+
+
+def quote(value) -> str:
+    """repr(value) for an error message, shortened level by level (reprlib) and then cut."""
+    return cut(_QUOTER.repr(value))
+
+
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def exit_on_user_error(main):
-    """Decorate an entry point: a GanError becomes `error: ...` on stderr and exit code 2."""
+    """Decorate an entry point: a GanError becomes `error: ...` on stderr and exit code 2; Ctrl-C
+    that the command does not handle itself becomes one line and exit code 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -25,5 +43,8 @@ def exit_on_user_error(main):
         except GanError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper

@@ -14,23 +14,29 @@ from PIL import Image
 
 from gan import checkpoint as ckpt
 from gan.cli import ArgumentParser
-from gan.config import from_dict
 from gan.errors import GanError, exit_on_user_error
-from gan.samples import generate_images, save_grid
+from gan.samples import check_seed, generate_images, grid_pixels, sample_latents, save_grid, to_pil
+
+# All N images, their z (float32) and labels (int64) are held in memory at once: z is drawn in one
+# call, so that image i is the same whatever N and --batch-size are.
+MEMORY_LIMIT = 2 * 2**30  # bytes
 
 
-def load_generator(path: Path, device="cpu"):
-    """(G, config, checkpoint) from a run folder or a checkpoint folder; G_ema where there is one."""
-    found = ckpt.resolve_checkpoint(path)
-    state = ckpt.load_plain(found.path / "state.pt")
-    if not isinstance(state, dict) or "config" not in state:
-        raise GanError(f"checkpoint file {str(found.path / 'state.pt')!r} holds no config")
-    cfg = from_dict(state["config"])
-    from gan.networks import build_networks
-
-    G, _ = build_networks(cfg, num_classes=int(state.get("num_classes", 0)))
-    ckpt.load_network(G, ckpt.generator_file(found))
-    return G.to(device).eval(), cfg, found
+def check_num(num: int, out: Path, shape: tuple[int, int, int], z_dim: int) -> None:
+    """--num within what fits in memory and, for a .png grid, within what Pillow will open again."""
+    channels, height, width = shape
+    per_image = channels * height * width + 4 * z_dim + 8
+    most = MEMORY_LIMIT // per_image
+    if num > most:
+        raise GanError(f"--num {num} is too many: the {channels}x{height}x{width} images and their noise "
+                       f"are held in memory, at most 2 GiB; give --num <= {most} (calls with other --seed "
+                       "values give more)")  # fmt: skip
+    pixels, pixel_limit = grid_pixels(num, height, width), Image.MAX_IMAGE_PIXELS
+    if out.suffix.lower() == ".png" and pixel_limit and pixels > pixel_limit:
+        about = pixel_limit // ((height + 2) * (width + 2))
+        raise GanError(f"--num {num} is too many for one .png grid: {pixels} pixels, over Pillow's limit "
+                       f"for opening it (PIL.Image.MAX_IMAGE_PIXELS = {pixel_limit}); give --num <= about "
+                       f"{about}, or a folder as --out")  # fmt: skip
 
 
 def write_images(images: torch.Tensor, out: Path) -> None:
@@ -41,8 +47,7 @@ def write_images(images: torch.Tensor, out: Path) -> None:
         raise GanError(f"--out {str(out)!r} is a file; give a folder, or a path ending in .png for one grid")
     out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
-        array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[..., 0] if image.shape[0] == 1 else array).save(out / f"{i:06d}.png")
+        to_pil(image).save(out / f"{i:06d}.png")
 
 
 @exit_on_user_error
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("source", type=Path, help="a run folder (newest checkpoint) or a checkpoint folder")
     parser.add_argument("--num", type=int, default=64, help="number of images")
     parser.add_argument("--out", type=Path, required=True, help="a .png grid, or a folder of PNGs")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed, in [0, 2**64)")
     parser.add_argument("--class", dest="label", type=int, default=None, help="class to generate (conditional runs)")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
@@ -59,19 +64,18 @@ def main(argv=None) -> int:
         raise GanError(f"--num must be > 0, got {args.num}")
     if args.batch_size <= 0:
         raise GanError(f"--batch-size must be > 0, got {args.batch_size}")
-    G, cfg, found = load_generator(args.source)
+    check_seed(args.seed)
+    G, cfg, found = ckpt.load_generator(args.source)
     num_classes = int(getattr(G, "num_classes", 0))
     if args.label is not None and not 0 <= args.label < max(num_classes, 1):
         raise GanError(f"--class {args.label} is out of range: this run has {num_classes} classes")
-    gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.num, G.z_dim, generator=gen)
-    labels = torch.full((args.num,), args.label or 0, dtype=torch.long)
-    if args.label is None and num_classes:
-        labels = torch.randint(num_classes, (args.num,), generator=gen)
-    images = generate_images(G, z, labels, args.batch_size)
+    check_num(args.num, args.out, (cfg.data.channels, cfg.data.resolution, cfg.data.resolution), G.z_dim)
+    classes = "random" if args.label is None else args.label
+    z, c = sample_latents(args.num, G.z_dim, args.seed, num_classes, classes)
+    images = generate_images(G, z, c, args.batch_size)
     try:
         write_images(images, args.out)
-    except OSError as err:  # a parent that is a file, a read-only or full disk
+    except OSError as err:  # a parent that is a file, a target that is a folder, a read-only or full disk
         raise GanError(f"--out {str(args.out)!r} cannot be written ({err.strerror or err})") from None
     print(f"wrote {args.num} images from {found.path} (step {found.step}) to {args.out}")
     return 0

@@ -1,6 +1,6 @@
 """One registry per pluggable kind: networks, losses, datasets (and later metrics, augmentations)."""
 
-from gan.errors import GanError
+from gan.errors import GanError, quote
 
 
 class Registry:
@@ -22,7 +22,7 @@ class Registry:
     def get(self, name: str, key: str | None = None):
         if name not in self._entries:
             where = f"{key}: " if key else ""
-            raise GanError(f"{where}unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+            raise GanError(f"{where}unknown {self.kind} {quote(name)}; choose one of: {', '.join(self.names())}")
         return self._entries[name]
 
     def names(self) -> list[str]:

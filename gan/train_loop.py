@@ -6,6 +6,7 @@ process per device, mixed precision from Accelerate's own setting).
 
 import hashlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+from safetensors import SafetensorError
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
@@ -22,10 +24,11 @@ from gan import checkpoint as ckpt
 from gan.augment import DiffAugment
 from gan.config import Config, to_dict
 from gan.data import build_data, make_dataloader, to_float
-from gan.errors import GanError
+from gan.errors import EXIT_INTERRUPTED, GanError  # 130: stopped by Ctrl-C, after a checkpoint
+from gan.files import write_atomic
 from gan.losses import build_loss
 from gan.networks import build_networks
-from gan.run_folder import open_run_dir, write_atomic
+from gan.run_folder import open_run_dir
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
 from gan.steps import Nets, NonFiniteLoss, d_step, ema_avg_fn, g_step, grad_norm, update_ema
 from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
@@ -44,18 +47,27 @@ class TrainState:
 
 
 class StopRequest:
-    """SIGTERM/SIGUSR1 set a flag; the loop stops after the current step. A second signal is harmless."""
+    """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set a flag: the loop finishes the current step,
+    writes a checkpoint and exits. A second Ctrl-C raises KeyboardInterrupt at once; the checkpoint
+    being written, if any, stays a temporary folder that the next launch removes."""
 
     def __init__(self):
         self.signum = 0
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        self.signum = signum
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
 
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else "a signal on another process"
+
+    def exit_code(self) -> int:
+        """130 for Ctrl-C, as a shell reports it; EXIT_PREEMPTED (requeue) for the scheduler's signals."""
+        return EXIT_INTERRUPTED if self.signum == signal.SIGINT else EXIT_PREEMPTED
 
     def agreed(self, accelerator) -> bool:
         """True on every process as soon as any process was signalled (one all-reduce under DDP)."""
@@ -100,31 +112,56 @@ def real_batches(loader, accelerator, batches_seen: int):
 
 
 def save_checkpoint(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
-    """All processes store their RNG state; the main process writes the rest and renames."""
+    """All processes store their RNG state; the main process writes the rest and renames.
+
+    A failed write (full disk, quota) removes the temporary folder and stops every process with one
+    line: the previous checkpoints are untouched, since nothing is renamed or rotated before the
+    new one is complete.
+    """
     tmp = ckpt.checkpoints_dir(run_dir) / f"{ckpt.TMP_PREFIX}{ckpt.step_name(state.step)}"
-    if accelerator.is_main_process:
-        ckpt.begin_save(run_dir, state.step)
+    error = None
+    try:
+        if accelerator.is_main_process:
+            ckpt.begin_save(run_dir, state.step)
+        accelerator.wait_for_everyone()
+        ckpt.save_rng(tmp, accelerator.process_index)
+    except OSError as err:
+        error = f"{err.strerror or err}"
     accelerator.wait_for_everyone()
-    ckpt.save_rng(tmp, accelerator.process_index)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        networks = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
-        if nets.G_ema is not None:
-            networks["G_ema"] = nets.G_ema.module
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else {}
-        train_state = {
-            "step": state.step, "batches_seen": state.batches_seen,
-            "nonfinite_total": state.nonfinite_total,
-            "opt_G": nets.opt_G.state_dict(), "opt_D": nets.opt_D.state_dict(), "scaler": scaler,
-            "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
-            "num_processes": accelerator.num_processes, "num_classes": nets.num_classes,
-            "config": to_dict(cfg),
-        }  # fmt: skip
-        kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
-        meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None}
-        ckpt.finish_save(run_dir, tmp, state.step, networks, train_state, meta)
-        ckpt.rotate(run_dir, cfg.train.keep_checkpoints)
-    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and error is None:
+        try:
+            write_checkpoint(accelerator, run_dir, tmp, cfg, nets, state)
+        except (OSError, SafetensorError, RuntimeError) as err:
+            error = str(err).splitlines()[0][:200] if str(err) else err.__class__.__name__
+    errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
+    failed = next((e for e in errors if e), None)
+    if failed:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = ckpt.list_checkpoints(run_dir)
+        kept = f"the newest complete checkpoint, {previous[-1][1]}, is intact" if previous else "no earlier checkpoint"
+        raise GanError(f"the checkpoint of step {state.step} could not be written under {str(tmp.parent)!r} "
+                       f"(disk full? {failed}); {kept}. Free space and run the same command to resume")  # fmt: skip
+
+
+def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
+    """On the main process: the networks, the training state and meta.json, then rotation."""
+    networks = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
+    if nets.G_ema is not None:
+        networks["G_ema"] = nets.G_ema.module
+    scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else {}
+    train_state = {
+        "step": state.step, "batches_seen": state.batches_seen,
+        "nonfinite_total": state.nonfinite_total,
+        "opt_G": nets.opt_G.state_dict(), "opt_D": nets.opt_D.state_dict(), "scaler": scaler,
+        "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
+        "num_processes": accelerator.num_processes, "num_classes": nets.num_classes,
+        "config": to_dict(cfg),
+    }  # fmt: skip
+    kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
+    meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None}
+    ckpt.finish_save(run_dir, tmp, state.step, networks, train_state, meta)
+    ckpt.rotate(run_dir, cfg.train.keep_checkpoints, written=state.step)
 
 
 def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
@@ -139,29 +176,38 @@ def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
     if nets.G_ema is not None:
         modules["G_ema"], files["G_ema"] = nets.G_ema.module, ckpt.generator_file(meta)
     tensors = {name: ckpt.read_network(modules[name], files[name]) for name in modules}
+    saved = ckpt.read_state(path, meta.step)
     state_file = path / "state.pt"
-    saved = ckpt.load_plain(state_file)
     try:
-        for opt, key in ((nets.opt_G, "opt_G"), (nets.opt_D, "opt_D")):
-            sizes = [len(g["params"]) for g in saved[key]["param_groups"]]
-            if sizes != [len(g["params"]) for g in opt.param_groups]:
-                raise ValueError(f"{key} has parameter groups of sizes {sizes}")
-        state = TrainState(step=int(saved["step"]), batches_seen=int(saved["batches_seen"]),
-                           nonfinite_total=int(saved["nonfinite_total"]))  # fmt: skip
-        same_world = saved["num_processes"] == accelerator.num_processes
-    except (KeyError, ValueError, TypeError) as err:
+        ckpt.check_optimizer_state(saved["opt_G"], nets.opt_G, "opt_G")
+        ckpt.check_optimizer_state(saved["opt_D"], nets.opt_D, "opt_D")
+        check_scaler_state(saved["scaler"], accelerator.scaler)
+    except ValueError as err:
         raise GanError(f"checkpoint file {str(state_file)!r} does not fit this run ({err})") from None
-    rng_file = path / f"rng-rank{accelerator.process_index}.pt"
-    rng = ckpt.load_plain(rng_file)["torch"] if rng_file.exists() and same_world else None
+    state = TrainState(step=saved["step"], batches_seen=saved["batches_seen"], nonfinite_total=saved["nonfinite_total"])
+    same_world = saved["num_processes"] == accelerator.num_processes
+    rng = ckpt.read_rng(path, accelerator.process_index) if same_world else None
     return {"modules": modules, "tensors": tensors, "saved": saved, "state": state, "rng": rng}
 
 
+def check_scaler_state(saved: dict, scaler) -> None:
+    """fp16's GradScaler state: empty (no scaler then), or a finite positive scale and its counters."""
+    if scaler is None or not saved:
+        return
+    scale = saved.get("scale")
+    if not isinstance(scale, int | float) or not 0 < scale < float("inf") or not isinstance(
+        saved.get("_growth_tracker"), int
+    ):
+        raise ValueError("scaler holds no finite positive scale")
+
+
 def load_optimizer(optimizer, saved: dict) -> None:
-    """Saved Adam state into an optimizer built now, whose own fused/foreach choice wins: checkpoints
-    written before Adam was fused resume fused (load_state_dict would take the saved choice)."""
-    own = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
-    groups = [{**g, **o} for g, o in zip(saved["param_groups"], own, strict=False)]
-    optimizer.load_state_dict({**saved, "param_groups": groups})
+    """Saved Adam state into an optimizer built now. Only the state and the parameter ids come from
+    the file; the hyper-parameters (lr, betas, fused) are the optimizer's own, set from the config
+    that resume has checked against the run's."""
+    groups = [{**{k: v for k, v in own.items() if k != "params"}, "params": g["params"]}
+              for g, own in zip(saved["param_groups"], optimizer.param_groups, strict=True)]  # fmt: skip
+    optimizer.load_state_dict({"state": saved["state"], "param_groups": groups})
 
 
 def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
@@ -174,15 +220,18 @@ def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
     if accelerator.scaler is not None and saved["scaler"]:
         accelerator.scaler.load_state_dict(saved["scaler"])
     if nets.G_ema is not None:
-        nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"])
+        nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"].reshape(nets.G_ema.n_averaged.shape))
     if loaded["rng"] is not None:
         torch.set_rng_state(loaded["rng"])
     return loaded["state"]
 
 
 def resume(accelerator, run_dir: Path, nets: Nets) -> TrainState:
-    """Continue from the newest complete checkpoint that every process can read; bad ones are skipped
-    with a warning. Leftover temporary folders (from kill -9) are removed first."""
+    """Continue from the newest complete checkpoint that every process can read.
+
+    A bad one is skipped with a warning and set aside as step-N.bad, so it no longer counts among
+    the checkpoints rotation keeps. Leftover temporary folders (from kill -9) are removed first.
+    """
     if accelerator.is_main_process:
         ckpt.remove_temporary(run_dir)
     accelerator.wait_for_everyone()
@@ -194,7 +243,11 @@ def resume(accelerator, run_dir: Path, nets: Nets) -> TrainState:
         errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
         bad = next((e for e in errors if e), None)
         if bad:  # the same checkpoint on every process, or the processes would diverge
-            accelerator.print(f"warning: skipping checkpoint step {step}: {bad}", file=sys.stderr)
+            accelerator.print(f"warning: skipping checkpoint step {step}: {bad}; kept aside as {path.name}.bad",
+                              file=sys.stderr)  # fmt: skip
+            if accelerator.is_main_process:
+                ckpt.set_aside(path)
+            accelerator.wait_for_everyone()
             continue
         state = apply_checkpoint(accelerator, loaded, nets)
         accelerator.print(f"resuming from {path} (step {state.step})")
@@ -258,42 +311,45 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> 
     window_start = time.perf_counter()
     exit_code = 0
 
-    while state.step < cfg.train.steps:
-        try:
-            for _ in range(cfg.train.n_critic):  # each D step draws its own real batch
-                real_uint8, labels = next(batches)
-                d_steps_done, state.batches_seen = state.batches_seen, state.batches_seen + 1
-                stats = d_step(nets, loss_fn, to_float(real_uint8), labels, accelerator, d_steps_done)
-            stats |= g_step(nets, loss_fn, len(real_uint8), labels, accelerator)  # the last batch's labels
-        except NonFiniteLoss as err:
-            exit_code = handle_nonfinite(cfg, state, err, accelerator)
-            if exit_code:
+    try:  # the bar is closed on every way out, so an error line starts on a line of its own
+        while state.step < cfg.train.steps:
+            try:
+                for _ in range(cfg.train.n_critic):  # each D step draws its own real batch
+                    real_uint8, labels = next(batches)
+                    d_steps_done, state.batches_seen = state.batches_seen, state.batches_seen + 1
+                    stats = d_step(nets, loss_fn, to_float(real_uint8), labels, accelerator, d_steps_done)
+                stats |= g_step(nets, loss_fn, len(real_uint8), labels, accelerator)  # the last batch's labels
+            except NonFiniteLoss as err:
+                exit_code = handle_nonfinite(cfg, state, err, accelerator)
+                if exit_code:
+                    break
+                continue
+            state.nonfinite_in_a_row = 0
+            update_ema(nets, accelerator)
+            state.step += 1
+            if state.step % cfg.train.log_every == 0:  # the window's last step: norms every step cost ~10% (bench)
+                stats |= {"grad_norm/G": grad_norm(nets.G), "grad_norm/D": grad_norm(nets.D)}
+            means.update(stats)
+            progress.update(1)
+
+            if state.step % cfg.train.log_every == 0:
+                elapsed, window_start = time.perf_counter() - window_start, time.perf_counter()
+                log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step)
+            if state.step % cfg.train.sample_every == 0 or state.step == cfg.train.steps:
+                save_samples(logger, run_dir, nets, accelerator, sample_z, sample_labels, state.step)
+            stopping = stop.agreed(accelerator)
+            if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
+                save_checkpoint(accelerator, run_dir, cfg, nets, state)
+            if stopping:
+                exit_code = stop.exit_code()
+                then = "to be requeued" if exit_code == EXIT_PREEMPTED else "(run the same command to resume)"
+                accelerator.print(f"{stop.name()}: checkpoint written at step {state.step}; "
+                                  f"exiting with code {exit_code} {then}")  # fmt: skip
+                if exit_code == EXIT_PREEMPTED:
+                    logger.mark_preempting()
                 break
-            continue
-        state.nonfinite_in_a_row = 0
-        update_ema(nets, accelerator)
-        state.step += 1
-        if state.step % cfg.train.log_every == 0:  # the window's last step: norms every step cost ~10% (bench)
-            stats |= {"grad_norm/G": grad_norm(nets.G), "grad_norm/D": grad_norm(nets.D)}
-        means.update(stats)
-        progress.update(1)
-
-        if state.step % cfg.train.log_every == 0:
-            elapsed, window_start = time.perf_counter() - window_start, time.perf_counter()
-            log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step)
-        if state.step % cfg.train.sample_every == 0 or state.step == cfg.train.steps:
-            save_samples(logger, run_dir, nets, accelerator, sample_z, sample_labels, state.step)
-        stopping = stop.agreed(accelerator)
-        if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
-            save_checkpoint(accelerator, run_dir, cfg, nets, state)
-        if stopping:
-            accelerator.print(f"{stop.name()}: checkpoint written at step {state.step}; "
-                              f"exiting with code {EXIT_PREEMPTED} to be requeued")  # fmt: skip
-            logger.mark_preempting()
-            exit_code = EXIT_PREEMPTED
-            break
-
-    progress.close()
+    finally:
+        progress.close()
     if accelerator.num_processes > 1:
         check_replicas(accelerator, nets, run_dir)
     if exit_code == 0 and accelerator.is_main_process:

@@ -1,4 +1,4 @@
-"""Bad input to train.py, `python -m gan.generate` and evaluate.py: one table, one check per row.
+"""Bad input to train.py, evaluate.py, `gan.generate` and `gan.report`: one table, one check per row.
 
 Every row must end with a non-zero exit, one line `error: ...` that names the problem, no
 traceback, and nothing lost: the case's folder (a copy of a finished run, a plain file, data
@@ -21,6 +21,7 @@ TRAIN = [PYTHON, "train.py", "--config", "configs/dcgan_mnist.yaml"]
 ON_RUN = [*TRAIN, "--run-dir", "{run}", *TINY]  # the finished run's own settings, then the bad one
 FOLDER = ["data.name=image_folder", "data.root={data}"]
 GENERATE = [PYTHON, "-m", "gan.generate"]
+REPORT = [PYTHON, "-m", "gan.report"]
 EVAL = [PYTHON, str(EVALUATE)]
 
 
@@ -67,10 +68,8 @@ CASES = [
     Case("run_dir_inside_a_file", [*TRAIN, "--run-dir", "{file}/run", *TINY], "is a file, not a folder"),
     Case("run_dir_in_proc", [*TRAIN, "--run-dir", "/proc/gan-bad-input-run", *TINY], "cannot be written to"),
     # train.py's command line
-    Case("train_without_config", [PYTHON, "train.py", "--run-dir", "{new}"],
-         "the following arguments are required: --config"),
     Case("train_unknown_flag", [*ON_RUN, "--stepz", "3"], "unrecognized arguments: --stepz"),
-    Case("train_without_run_dir", [*TRAIN, *TINY], "--run-dir is required"),
+    Case("default_run_dir_of_a_path_like_preset", [*TRAIN, *TINY, "preset=../x"], "is not a plain name"),
     Case("train_config_not_yaml", [PYTHON, "train.py", "--config", "{bad_yaml}", "--run-dir", "{new}"],
          "is not valid YAML"),
     Case("train_config_not_a_mapping", [PYTHON, "train.py", "--config", "{list_yaml}", "--run-dir", "{new}"],
@@ -85,6 +84,17 @@ CASES = [
     Case("generate_out_is_a_file", [*GENERATE, "{run}", "--num", "2", "--out", "{file}"], "is a file"),
     Case("generate_out_inside_a_file", [*GENERATE, "{run}", "--num", "2", "--out", "{file}/g.png"],
          "cannot be written"),
+    # more images than memory holds (2 GiB), or than Pillow opens in one grid (PIL.Image.MAX_IMAGE_PIXELS)
+    Case("generate_num_beyond_memory", [*GENERATE, "{run}", "--num", "1000000000", "--out", "{new}"],
+         "--num 1000000000 is too many: the 1x28x28 images and their noise are held in memory"),
+    Case("generate_num_beyond_one_grid", [*GENERATE, "{run}", "--num", "200000", "--out", "{new}.png"],
+         "--num 200000 is too many for one .png grid"),
+    Case("generate_seed_beyond_64_bits", [*GENERATE, "{run}", "--seed", "99999999999999999999999", "--out",
+                                          "{new}.png"], "--seed must be in [0, 2**64)"),
+    Case("generate_seed_negative", [*GENERATE, "{run}", "--seed", "-1", "--out", "{new}"],
+         "--seed must be in [0, 2**64)"),
+    # the HTML report
+    Case("report_out_inside_a_file", [*REPORT, "{run}", "--out", "{file}/report.html"], "cannot be written"),
     # evaluate's command line and run folders
     Case("evaluate_missing_run", [*EVAL, "{new}"], "does not exist", skip=skip_unless_evaluate()),
     Case("evaluate_unknown_metric", [*EVAL, "{run}", "--metrics", "fid,nope"], "--metrics: unknown metric nope",
@@ -93,6 +103,8 @@ CASES = [
          skip=skip_unless_evaluate()),
     Case("evaluate_checkpoints_not_steps", [*EVAL, "{run}", "--checkpoints", "abc"], "--checkpoints 'abc'",
          skip=skip_unless_evaluate()),
+    Case("evaluate_seed_beyond_64_bits", [*EVAL, "{run}", "--seed", str(2**64)],
+         "--seed must be in [0, 2**64)", skip=skip_unless_evaluate()),
     Case("evaluate_step_not_saved", [*EVAL, "{run}", "--checkpoints", "999", "--metrics", "fid"],
          "no complete checkpoint for step(s) 999", skip=skip_unless_evaluate()),
 ]  # fmt: skip

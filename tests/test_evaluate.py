@@ -3,7 +3,9 @@ watch mode beside training, and bad input. 16 generated and 16 real images per c
 (~10 images/s here) short; the offline Inception weights are converted once per test session.
 """
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -220,3 +222,72 @@ def test_watch_stops_on_ctrl_c(evaluated, cache, tmp_path):
         watcher.kill()
     assert watcher.returncode == 0, out + err
     assert "stopped (Ctrl-C)" in out and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- results files
+
+
+def test_a_deleted_best_json_is_written_again(evaluated, cache, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated[0], run_dir)
+    best = (run_dir / "best.json").read_text()
+    (run_dir / "best.json").unlink()
+    proc = evaluate(cache, run_dir, *SMALL)
+    assert "nothing new to evaluate" in proc.stdout
+    assert (run_dir / "best.json").read_text() == best
+
+
+def test_a_cut_last_line_of_metrics_jsonl_loses_no_record(evaluated, cache, tmp_path):
+    """Killed while appending step 6's line: step 6 is evaluated again, on a line of its own."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated[0], run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    first, second = metrics.read_text().splitlines()
+    metrics.write_text(first + "\n" + second[: len(second) // 2])
+    proc = evaluate(cache, run_dir, *SMALL)
+    lines = metrics.read_text().splitlines()
+    assert lines[:2] == [first, second[: len(second) // 2]]  # nothing that was there is lost
+    (new,) = [json.loads(line) for line in lines[2:]]
+    old = json.loads(second)
+    assert new.keys() == old.keys() and new["step"] == 6
+    for key in ("fid", "kid_mean", "kid_std"):
+        assert new[key] == pytest.approx(old[key], rel=1e-6), key  # the numbers of the first evaluation
+    assert f"warning: {metrics}: skipped line 2" in proc.stderr
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best in (json.loads(first), new) and best["fid"] == min(json.loads(first)["fid"], new["fid"])
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """folder read-only: mode 555, or for root (whom modes do not stop) a read-only bind mount."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "--bind", folder, folder], capture_output=True).returncode != 0:
+        pytest.skip("running as root without the right to mount: no read-only run folder can be made here")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,ro,bind", folder], capture_output=True, text=True)
+        if remount.returncode != 0:
+            pytest.skip(f"running as root; the bind mount cannot be made read-only: {remount.stderr.strip()}")
+        yield
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+@pytest.mark.parametrize("case", ["read-only folder", "metrics.jsonl is a folder", "best.json is a folder"])
+def test_a_run_folder_that_cannot_be_written_is_refused_before_any_work(case, dcgan_run, cache, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(dcgan_run, run_dir)
+    name = {"metrics.jsonl is a folder": "metrics.jsonl", "best.json is a folder": "best.json"}.get(case)
+    if name:
+        (run_dir / name).mkdir()
+    before = snapshot(run_dir)
+    with read_only(run_dir) if case == "read-only folder" else contextlib.nullcontext():
+        proc = evaluate(cache, run_dir, *SMALL, check=False)
+    assert_user_error(proc, f"run folder {str(run_dir)!r} cannot be written", *([name] if name else []))
+    assert "real-data statistics" not in proc.stdout and "Inception" not in proc.stdout  # nothing loaded
+    assert snapshot(run_dir) == before

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from gan.augment import DiffAugment
+from gan.checkpoint import load_generator
 from gan.config import load_config
 from gan.errors import GanError
-from gan.generate import load_generator
 from gan.losses import LOSSES, Penalties, build_loss, gradient_penalty, r1_penalty
 from gan.networks import build_networks
 from gan.samples import generate_images

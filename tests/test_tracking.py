@@ -11,6 +11,8 @@ from conftest import PYTHON, TINY, base_env, run, train
 from PIL import Image
 from wandb_records import history, run_info, wandb_files
 
+from gan.run_folder import RUN_MARKER
+
 OFFLINE = base_env(WANDB_MODE="offline", ACCELERATE_USE_CPU="1")
 
 
@@ -67,6 +69,7 @@ def test_disabled_writes_no_wandb_files(tmp_path):
 def test_a_failing_wandb_does_not_fail_training(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    (run_dir / RUN_MARKER).write_text("")  # a run folder (train.py refuses others that hold files)
     (run_dir / "wandb").write_text("not a folder: W&B cannot write its files here")
     proc = train("dcgan_mnist", run_dir, *TINY, env=OFFLINE)
     assert proc.returncode == 0

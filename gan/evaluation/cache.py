@@ -1,12 +1,10 @@
-"""The evaluator's cache folder, shared by all runs, and atomic writes into it.
+"""The evaluator's cache folder, shared by all runs.
 
-GAN_CACHE_DIR wins; else $XDG_CACHE_HOME/gan; else ~/.cache/gan. Files are written to a
-temporary name in the same folder and renamed, so a reader (another run, another process)
-sees either no file or a complete one.
+GAN_CACHE_DIR wins; else $XDG_CACHE_HOME/gan; else ~/.cache/gan. Files in it are written with
+gan.files.write_atomic, so a reader (another run, another process) sees no file or a complete one.
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 from gan.errors import GanError
@@ -23,16 +21,3 @@ def cache_dir(kind: str) -> Path:
     except OSError as err:
         raise GanError(f"cache folder {str(path)!r} cannot be created ({err.strerror}); set GAN_CACHE_DIR") from None
     return path
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path; the temporary file never outlives a failure."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -26,7 +26,8 @@ import torch
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from gan.errors import GanError
-from gan.evaluation.cache import cache_dir, write_atomic
+from gan.evaluation.cache import cache_dir
+from gan.files import write_atomic
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's TF-compatible InceptionV3, pinned explicitly
 STANDARD_URL = URL_INCEPTION_V3  # .../weights-inception-2015-12-05-6726825d.pth on GitHub

@@ -19,8 +19,9 @@ from safetensors.torch import load_file, save_file
 from gan.config import Config
 from gan.data import build_data
 from gan.errors import GanError
-from gan.evaluation.cache import cache_dir, write_atomic
+from gan.evaluation.cache import cache_dir
 from gan.evaluation.features import image_features
+from gan.files import write_atomic
 
 REAL_SUBSET_SEED = 0  # which real images a --num-real subset takes; fixed so the cache key means one set
 

@@ -3,35 +3,51 @@
 metrics.jsonl has one JSON object per evaluated checkpoint: step, kimg, fid, kid_mean, kid_std,
 is_mean, is_std (null when not computed), num_samples, checkpoint, plus the full metric
 `settings` (a checkpoint is evaluated again only under other settings) and `seconds`. Each line
-is appended with one write() on an O_APPEND descriptor, so concurrent evaluators never interleave
-and a crash leaves at most one cut line, which readers skip.
+is appended with one write() on an O_APPEND descriptor (gan.files.append_jsonl), so concurrent
+evaluators never interleave; a line cut by a crash is closed before the next record and skipped,
+with a warning, by readers.
 """
 
+import errno
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 
-from gan.run_folder import write_atomic
+from gan.errors import GanError
+from gan.files import append_jsonl, read_jsonl, write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.json"
 FIELDS = ("step", "kimg", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "num_samples", "checkpoint")
 
 
+def check_writable(run_dir: Path) -> None:
+    """GanError unless metrics.jsonl can be appended to and best.json replaced in run_dir.
+
+    A real write probe, not a permission check: root ignores permissions, a read-only mount does not.
+    Nothing is left behind: an existing metrics.jsonl is opened without writing, and the probe file
+    has no name (O_TMPFILE) or is removed on close.
+    """
+    run_dir = Path(run_dir)
+    try:
+        for name in (METRICS_FILE, BEST_FILE):
+            if (run_dir / name).is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a folder", str(run_dir / name))
+        if (run_dir / METRICS_FILE).exists():
+            os.close(os.open(run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND))
+        with tempfile.TemporaryFile(dir=run_dir, prefix=".write-probe."):
+            pass
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise GanError(f"run folder {str(run_dir)!r} cannot be written ({where}{err.strerror or err}); "
+                       f"evaluate.py appends to {METRICS_FILE} and replaces {BEST_FILE} there: make it "
+                       "writable, or evaluate a copy") from None  # fmt: skip
+
+
 def read_records(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if isinstance(record, dict) and "step" in record:
-            records.append(record)
-    return records
+    return [r for r in read_jsonl(Path(run_dir) / METRICS_FILE) if isinstance(r.get("step"), int)]
 
 
 def evaluated_steps(records: list[dict], settings: dict) -> set[int]:
@@ -39,13 +55,7 @@ def evaluated_steps(records: list[dict], settings: dict) -> set[int]:
 
 
 def append_record(run_dir: Path, record: dict) -> None:
-    line = (json.dumps(record) + "\n").encode()
-    fd = os.open(Path(run_dir) / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_jsonl(Path(run_dir) / METRICS_FILE, record)
 
 
 def best_record(records: list[dict], settings: dict) -> dict | None:
@@ -54,8 +64,19 @@ def best_record(records: list[dict], settings: dict) -> dict | None:
     return min(scored, key=lambda r: (r["fid"], r["step"])) if scored else None
 
 
-def write_best(run_dir: Path, best: dict) -> None:
-    write_atomic(Path(run_dir) / BEST_FILE, json.dumps(best, indent=2) + "\n")
+def update_best(run_dir: Path, settings: dict) -> dict | None:
+    """Write best.json when it is missing or differs from the best record with these settings
+    (deleted, cut, or written for other settings); returns that record."""
+    best = best_record(read_records(run_dir), settings)
+    if best is not None:
+        path, text = Path(run_dir) / BEST_FILE, json.dumps(best, indent=2) + "\n"
+        try:
+            current = path.read_text()
+        except (OSError, ValueError):  # missing, or not text
+            current = None
+        if current != text:
+            write_atomic(path, text)
+    return best
 
 
 def _finite(value) -> bool:

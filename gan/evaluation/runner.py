@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
 from gan import checkpoint as ckpt
+from gan.checkpoint import load_generator
 from gan.config import Config
 from gan.errors import GanError
 from gan.evaluation import results
@@ -25,8 +26,8 @@ from gan.evaluation.inception import resolve_weights
 from gan.evaluation.metrics import METRICS, MetricSettings, check_sizes, compute_metrics, feature_layers
 from gan.evaluation.real_stats import real_images, real_stats
 from gan.evaluation.wandb_log import EvalLogger
-from gan.generate import load_generator
 from gan.run_folder import stored_config
+from gan.samples import sample_latents
 
 FINISHED_MARKER = "FINISHED"  # written by the training loop when it reaches train.steps
 ARCHITECTURE_KEYS = ("model", "data.resolution", "data.channels")
@@ -213,11 +214,9 @@ class Session:
         self.prepare()
         start = time.perf_counter()
         n = self.opts.num_samples
-        gen = torch.Generator().manual_seed(self.opts.seed)  # the same z for every checkpoint and world size
-        z = torch.randn(n, G.z_dim, generator=gen)
-        num_classes = int(getattr(G, "num_classes", 0))  # conditional G: uniformly random classes
-        labels = torch.randint(max(num_classes, 1), (n,), generator=gen)
-        fake = generated_features(G, self.extractor, z, labels, self.opts.batch_size, self.accelerator)
+        # The same z for every checkpoint and world size; a conditional G gets uniformly random classes.
+        z, c = sample_latents(n, G.z_dim, self.opts.seed, int(getattr(G, "num_classes", 0)), classes="random")
+        fake = generated_features(G, self.extractor, z, c, self.opts.batch_size, self.accelerator)
         if not self.accelerator.is_main_process:
             return None
         numbers = compute_metrics(fake, self.real, self.settings, self.layers)
@@ -228,9 +227,7 @@ class Session:
     def report(self, record: dict) -> None:
         """On the main process: metrics.jsonl, best.json, W&B and a table row."""
         results.append_record(self.opts.run_dir, record)
-        best = results.best_record(results.read_records(self.opts.run_dir), record["settings"])
-        if best is not None:
-            results.write_best(self.opts.run_dir, best)
+        results.update_best(self.opts.run_dir, record["settings"])
         if self.logger is None:
             self.logger = EvalLogger(self.accelerator, self.opts.run_dir, self.cfg)
         self.logger.log(record)
@@ -272,6 +269,7 @@ def run(opts: EvalOptions) -> int:
 
 def evaluate_run(opts: EvalOptions, accelerator) -> int:
     cfg = run_config(opts, accelerator)
+    on_main(accelerator, lambda: results.check_writable(opts.run_dir))  # before minutes of Inception
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
     session = Session(accelerator, opts, cfg, settings, weights, layers)
     evaluated = 0
@@ -303,14 +301,16 @@ def evaluate_run(opts: EvalOptions, accelerator) -> int:
 def summarize(session: Session, evaluated: int) -> None:
     """The best checkpoint, what was already there, and (as the exit status) what had to be skipped."""
     run_dir, settings = session.opts.run_dir, session.settings.as_dict()
-    records = [r for r in results.read_records(run_dir) if r.get("settings") == settings]
+    records, best = [], None
+    if session.accelerator.is_main_process:  # it reads, prints and writes; the others only exit with it
+        records = [r for r in results.read_records(run_dir) if r.get("settings") == settings]
+        best = results.update_best(run_dir, settings)  # also when nothing was new: best.json may be deleted
     if evaluated == 0 and records and not session.skipped:
         session.print(f"nothing new to evaluate: {len(records)} checkpoint(s) already in "
                       f"{run_dir / results.METRICS_FILE} with these settings")  # fmt: skip
         session.print(results.table_header())
         for record in sorted(records, key=lambda r: r["step"]):
             session.print(results.table_row(record))
-    best = results.best_record(records, settings)
     if best is not None:
         session.print(f"best: step {best['step']} (fid {best['fid']:.4g}) -> {run_dir / results.BEST_FILE}")
     if session.skipped:
