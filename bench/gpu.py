@@ -3,7 +3,7 @@ evaluator's Inception throughput and the FID drift TF32 brings. One script, for 
 
 python bench/gpu.py [--out bench/gpu_results.json] [--budget-s 400] [--batches 64,256] [--quick]
 python bench/gpu.py --compiled dcgan_cifar10:64:bf16:default,...   # compiled cells only (MODE: a torch.compile mode)
-python bench/gpu.py --readme   # rewrite the README's GPU table from the results file
+python bench/gpu.py --readme   # rewrite docs/performance.md's GPU tables from the results file
 
 Sections, in the order they run (results are written after every measurement, so a run cut short
 keeps what it measured; the compile cells come last and stop at the budget):
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps per cell: checks the script")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--compiled", help="only these compiled cells, in order: PRESET:BATCH:PRECISION:MODE,...")
-    parser.add_argument("--readme", action="store_true", help="rewrite the README's GPU table from --out")
+    parser.add_argument("--readme", action="store_true", help="rewrite docs/performance.md's GPU tables from --out")
     args = parser.parse_args()
     if args.readme:
         from bench.readme_gpu import update_gpu_section

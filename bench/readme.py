@@ -1,7 +1,8 @@
-"""bench/results.json as Markdown: the tables `bench/run.py` prints and writes into the README.
+"""bench/results.json as Markdown: the tables `bench/run.py` prints and writes into docs/performance.md.
 
-`python bench/run.py --readme` replaces the text between the README's `<!-- perf -->` and
-`<!-- /perf -->` markers with `render(results)`; nothing else in the README changes.
+`python bench/run.py --readme` replaces the text between that page's `<!-- perf -->` and
+`<!-- /perf -->` markers with `render(results)`; nothing else in the page changes. `bench/gpu.py
+--readme` writes its tables between the same page's `<!-- gpu -->` markers (bench/readme_gpu.py).
 """
 
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from gan.errors import GanError
 
+PERFORMANCE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 BEGIN, END = "<!-- perf -->", "<!-- /perf -->"
 TARGETS = {"dcgan_mnist": ("minimal", 0.95), "vanilla_mnist": ("guide", 1.3)}  # the issue's targets
 REFERENCE_NAMES = {"minimal": "the minimal hand-written loop", "guide": "the guide's original loop"}
@@ -208,10 +210,11 @@ def render(r: dict) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def update_readme(readme: Path, text: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+def update_section(page: Path, text: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    """Replace what lies between the markers in page (a docs page) with text."""
     begin, end = markers
-    content = readme.read_text()
+    content = page.read_text()
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(content):
-        raise GanError(f"{readme} has no {begin} ... {end} markers to write the performance tables between")
-    readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", content, count=1))
+        raise GanError(f"{page} has no {begin} ... {end} markers to write the tables between")
+    page.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", content, count=1))

@@ -1,11 +1,8 @@
-"""bench/gpu_results.json as Markdown, written between the README's `<!-- gpu -->` markers."""
+"""bench/gpu_results.json as Markdown, written between docs/performance.md's `<!-- gpu -->` markers."""
 
-from pathlib import Path
-
-from bench.readme import fmt, rate, ratio, update_readme
+from bench.readme import PERFORMANCE_PAGE, fmt, rate, ratio, update_section
 
 MARKERS = ("<!-- gpu -->", "<!-- /gpu -->")
-README = Path(__file__).resolve().parents[1] / "README.md"
 ANCHOR_IMG_PER_S = 700  # StudioGAN's DCGAN-CIFAR10 log: 200k steps at batch 64 in ~5.2 h on a TITAN RTX
 
 
@@ -114,4 +111,4 @@ def render(r: dict) -> str:
 
 
 def update_gpu_section(results: dict) -> None:
-    update_readme(README, render(results), MARKERS)
+    update_section(PERFORMANCE_PAGE, render(results), MARKERS)

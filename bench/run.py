@@ -1,7 +1,7 @@
 """The benchmark harness: training, FLOPs, MFU, evaluator and memory, every figure a ratio from one run.
 
 python bench/run.py [--quick] [--ddp N] [--presets a,b] [--sections presets,study,evaluator]
-python bench/run.py --readme          # rewrite the README's performance section from bench/results.json
+python bench/run.py --readme          # rewrite docs/performance.md's CPU tables from bench/results.json
 
 Sections, each measured side by side (candidates alternated A, B, A, B; best of the rounds):
 - presets: every preset in configs/ in our loop (gan.train_loop.train, in-process, W&B disabled)
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import ddp, proposals  # noqa: E402
 from bench.flops import PeakMeter, count_step_flops  # noqa: E402
 from bench.measure import PeakRSS, alternate, best, machine  # noqa: E402
-from bench.readme import render, update_readme  # noqa: E402
+from bench.readme import PERFORMANCE_PAGE, render, update_section  # noqa: E402
 from bench.reference_loops import StepSpec, Variant  # noqa: E402
 from bench.training import CIFAR_STAND_IN, ROOT, guide, minimal, ours, plan, preset_config  # noqa: E402
 
@@ -233,7 +233,7 @@ def parse_args(argv=None):
     parser.add_argument("--presets", help="comma-separated preset names (default: every file in configs/)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results (JSON)")
-    parser.add_argument("--readme", action="store_true", help="only rewrite README.md's section from --out")
+    parser.add_argument("--readme", action="store_true", help="only rewrite docs/performance.md's CPU tables from --out")
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)
@@ -251,8 +251,8 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     if args.readme:
-        update_readme(ROOT / "README.md", render(json.loads(args.out.read_text())))
-        log(f"README.md: performance section rewritten from {args.out}")
+        update_section(PERFORMANCE_PAGE, render(json.loads(args.out.read_text())))
+        log(f"{PERFORMANCE_PAGE.relative_to(ROOT)}: CPU tables rewritten from {args.out}")
         return
     os.environ.update(WANDB_MODE="disabled", WANDB_SILENT="true", TQDM_DISABLE="1")
     # torch.compile's first warm-up is measured with an empty cache, not one left by earlier runs

@@ -7,14 +7,16 @@ DIR/train_log.jsonl    the logged scalars
 DIR/FINISHED           written when training reached train.steps (the evaluator's --watch stops on it)
 DIR/.gan-run           the marker that this folder is a run folder, written when it is created
 
-A --run-dir that exists must be empty or a run folder: one with the marker, or (runs made before
-the marker) a config.yaml that reads as our config. Any other folder is refused before anything
-in it is touched, so a mistyped --run-dir never overwrites or deletes a user's files.
+A --run-dir that exists must be empty (but for SLURM's slurm-*.out job logs) or a run folder: one
+with the marker, or (runs made before the marker) a config.yaml that reads as our config. Any other
+folder is refused before anything in it is touched, so a mistyped --run-dir never overwrites or
+deletes a user's files.
 """
 
 import dataclasses
 import fcntl
 import os
+import re
 from pathlib import Path
 
 from gan.config import Config, flatten, read_config_file, read_yaml, to_dict, to_yaml
@@ -22,6 +24,9 @@ from gan.errors import GanError
 from gan.files import write_atomic
 
 RUN_MARKER = ".gan-run"
+# SLURM's job logs, which slurm/submit.sh (or sbatch --output) puts into the run folder before the job
+# starts: a folder holding only these counts as empty. Training never writes or removes them.
+SLURM_LOG = re.compile(r"^slurm-[^/]*\.out$")
 # Keys that may change between launches of the same run: the length and cadence of training and
 # the tracking options. Everything else would make the checkpoints a different experiment.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
@@ -71,7 +76,9 @@ def check_ours(run_dir: Path) -> None:
         names = sorted(p.name for p in run_dir.iterdir())
     except OSError as err:
         raise GanError(f"--run-dir {str(run_dir)!r} cannot be read ({err.strerror})") from None
-    if not names or ("config.yaml" in names and _reads_as_config(run_dir / "config.yaml")):
+    if not [n for n in names if not SLURM_LOG.match(n)] or (
+        "config.yaml" in names and _reads_as_config(run_dir / "config.yaml")
+    ):
         return
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     raise GanError(f"--run-dir {str(run_dir)!r} is a folder that is not a run folder (it holds {shown} and no "

@@ -32,7 +32,7 @@ from test_reliability import assert_user_error
 from gan import checkpoint as ckpt
 from gan.config import load_config
 from gan.errors import GanError
-from gan.run_folder import RESUMABLE_CHANGES, RUN_MARKER, check_same_experiment
+from gan.run_folder import RESUMABLE_CHANGES, RUN_MARKER, check_ours, check_same_experiment
 
 
 def train_here(run_dir: Path, *overrides, **popen) -> subprocess.CompletedProcess:
@@ -255,3 +255,11 @@ def test_the_resume_refusal_names_exactly_the_keys_that_may_change():
     assert "data.root: 'a' -> 'b'" in message
     assert f"only {', '.join(RESUMABLE_CHANGES)} may change" in message
     assert all(k in message for k in ("train.keep_checkpoints", "train.on_nonfinite", "eval.*"))
+
+
+def test_a_folder_holding_only_slurm_logs_counts_as_empty(tmp_path):
+    (tmp_path / "slurm-7.out").write_text("the job's log, written before training starts")
+    check_ours(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(GanError, match="holds notes.txt, slurm-7.out and no .gan-run marker"):
+        check_ours(tmp_path)

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 from conftest import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, snapshot, train
 from safetensors.torch import save_file
 from wandb_records import history, wandb_files
@@ -173,6 +174,8 @@ def test_corrupt_and_foreign_checkpoints_are_skipped_named_and_the_rest_evaluate
     shutil.copytree(ckpts / "step-0000006", ckpts / "step-0000009")
     meta = json.loads((ckpts / "step-0000009" / "meta.json").read_text())
     (ckpts / "step-0000009" / "meta.json").write_text(json.dumps({**meta, "step": 9}))
+    state = torch.load(ckpts / "step-0000009" / "state.pt", weights_only=True)
+    torch.save({**state, "step": 9}, ckpts / "step-0000009" / "state.pt")
     mlp_G, _ = build_networks(load_config(ROOT / "configs" / "vanilla_mnist.yaml"), 0)
     save_file(state_dict_for_file(mlp_G), ckpts / "step-0000009" / "G_ema.safetensors")  # another architecture
 
