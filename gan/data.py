@@ -1,8 +1,8 @@
 """Data sets, held in memory as one uint8 tensor and normalised per batch.
 
 Every builder returns an `ImageData` of shape (N, C, H, W) at the configured resolution
-and channel count, with integer labels. The guide's per-sample PIL ToTensor/Normalize
-pipeline made the loop 1.35x-2.7x slower here; indexing one tensor per batch avoids it.
+and channel count, with integer labels. A batch is one index into that tensor, with no
+per-sample PIL decoding or transform (docs/performance.md measures the difference).
 """
 
 import gzip
@@ -74,7 +74,7 @@ def make_dataloader(data: ImageData, batch_size: int) -> DataLoader:
         raise GanError(
             f"train.batch_size={batch_size} is larger than the data set ({len(data.images)} images)"
         )
-    # drop_last: every batch is full, so the guide's crash on the last partial batch cannot happen.
+    # drop_last: every batch is full, so no step ever sees a partial last batch.
     # A private generator: starting an epoch must not draw from the global RNG that z comes from,
     # or a resumed run would see different noise. Accelerate reseeds it with data_seed + epoch.
     return DataLoader(

@@ -28,8 +28,11 @@ def quote(value) -> str:
     return cut(_QUOTER.repr(value))
 
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
+# The commands' exit codes (0: done).
+EXIT_USER_ERROR = 2  # bad input: config, arguments, data or run folder; one line on stderr
+EXIT_NONFINITE = 3  # a non-finite loss stopped training; the last good checkpoint is kept
+EXIT_PREEMPTED = 75  # SIGTERM/SIGUSR1 stopped training after a checkpoint: requeue to resume
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it (128 + SIGINT); training checkpoints first
 
 
 def exit_on_user_error(main):

@@ -30,7 +30,7 @@ def write_atomic(path: Path, content: str | bytes | Callable[[Path], None]) -> N
         else:
             with os.fdopen(fd, "wb") as f:
                 f.write(content.encode() if isinstance(content, str) else content)
-        _fsync(tmp)
+        fsync(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; run folders and the cache are meant to be shared
         os.replace(tmp, path)
     except BaseException:
@@ -38,7 +38,8 @@ def write_atomic(path: Path, content: str | bytes | Callable[[Path], None]) -> N
         raise
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) data and metadata to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

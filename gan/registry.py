@@ -1,4 +1,4 @@
-"""One registry per pluggable kind: networks, losses, datasets (and later metrics, augmentations)."""
+"""One registry per pluggable kind: networks, losses, data sets, augmentations."""
 
 from gan.errors import GanError, quote
 
@@ -27,9 +27,6 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._entries)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
 
 
 NETWORKS = Registry("network")

@@ -14,23 +14,24 @@ import json
 import sys
 from pathlib import Path
 
-from gan import checkpoint as ckpt
 from gan.cli import ArgumentParser
 from gan.config import flatten, read_yaml
 from gan.errors import GanError, exit_on_user_error
 from gan.files import read_jsonl, write_atomic
+from gan.run_folder import STEP_NAME, RunFolder
 
 
 class RunSummary:
     def __init__(self, run_dir: Path):
-        if not (run_dir / "config.yaml").is_file():
+        folder = RunFolder(run_dir)
+        if not folder.config.is_file():
             raise GanError(f"{str(run_dir)!r} is not a run folder (no config.yaml)")
         self.dir = run_dir
         self.name = run_dir.resolve().name
-        self.config = flatten(read_yaml(run_dir / "config.yaml"))
-        self.log = [r for r in read_jsonl(run_dir / "train_log.jsonl") if isinstance(r.get("step"), int)]
-        self.metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m.get("fid") is not None]
-        samples = sorted((run_dir / "samples").glob("step-*.png"))
+        self.config = flatten(read_yaml(folder.config))
+        self.log = [r for r in read_jsonl(folder.train_log) if isinstance(r.get("step"), int)]
+        self.metrics = [m for m in read_jsonl(folder.metrics) if m.get("fid") is not None]
+        samples = sorted(folder.samples.glob("step-*.png"))
         self.latest_sample = samples[-1] if samples else None
 
     @property
@@ -116,7 +117,7 @@ def render(runs: list[RunSummary]) -> str:
     parts.append("<h2>Latest samples</h2>")
     for run in runs:
         if run.latest_sample is not None:
-            step = ckpt.STEP_DIR.match(run.latest_sample.stem)
+            step = STEP_NAME.match(run.latest_sample.stem)
             caption = f"{run.name}, step {int(step.group(1)) if step else '?'}"
             uri = png_data_uri(run.latest_sample.read_bytes())
             parts.append(f"<figure><img class='samples' alt='{e(caption)}' src='{uri}'>"

@@ -1,4 +1,4 @@
-"""The run folder: resolved config, exclusive lock, finished marker.
+"""The run folder: its layout (RunFolder names every path in it), the resolved config, the lock.
 
 DIR/config.yaml        the resolved config
 DIR/checkpoints/       complete checkpoints only (see gan.checkpoint)
@@ -6,6 +6,10 @@ DIR/samples/           fixed-noise grids, step-NNNNNNN.png
 DIR/train_log.jsonl    the logged scalars
 DIR/FINISHED           written when training reached train.steps (the evaluator's --watch stops on it)
 DIR/.gan-run           the marker that this folder is a run folder, written when it is created
+DIR/.lock              the running trainer's flock and pid
+DIR/replicas.json      under DDP: a digest of G's and D's parameters per rank, at the end
+DIR/wandb_run_id.txt   the W&B run's id; DIR/wandb/ its files
+DIR/metrics.jsonl      the evaluator's numbers, one line per checkpoint; DIR/best.json the best
 
 A --run-dir that exists must be empty (but for SLURM's slurm-*.out job logs) or a run folder: one
 with the marker, or (runs made before the marker) a config.yaml that reads as our config. Any other
@@ -17,6 +21,7 @@ import dataclasses
 import fcntl
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from gan.config import Config, flatten, read_config_file, read_yaml, to_dict, to_yaml
@@ -24,6 +29,37 @@ from gan.errors import GanError
 from gan.files import write_atomic
 
 RUN_MARKER = ".gan-run"
+
+
+STEP_NAME = re.compile(r"^step-(\d{7,})$")  # a checkpoint folder's name; a sample grid's stem
+
+
+def step_name(step: int) -> str:
+    """step-NNNNNNN: the name of a checkpoint folder and of a sample grid."""
+    return f"step-{step:07d}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The layout of a run folder: every module asks it for a path instead of building one."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.yaml")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    samples = property(lambda self: self.root / "samples")
+    train_log = property(lambda self: self.root / "train_log.jsonl")
+    finished = property(lambda self: self.root / "FINISHED")
+    marker = property(lambda self: self.root / RUN_MARKER)
+    lock = property(lambda self: self.root / ".lock")
+    replicas = property(lambda self: self.root / "replicas.json")
+    wandb_id = property(lambda self: self.root / "wandb_run_id.txt")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    best = property(lambda self: self.root / "best.json")
+
+    def sample(self, step: int) -> Path:
+        return self.samples / f"{step_name(step)}.png"
+
 # SLURM's job logs, which slurm/submit.sh (or sbatch --output) puts into the run folder before the job
 # starts: a folder holding only these counts as empty. Training never writes or removes them.
 SLURM_LOG = re.compile(r"^slurm-[^/]*\.out$")
@@ -48,7 +84,7 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 def stored_config(run_dir: Path) -> Config | None:
-    path = run_dir / "config.yaml"
+    path = RunFolder(run_dir).config
     return read_config_file(path) if path.exists() else None
 
 
@@ -70,14 +106,14 @@ def check_same_experiment(old: Config, new: Config, run_dir: Path) -> None:
 
 def check_ours(run_dir: Path) -> None:
     """An existing --run-dir must be empty or a run folder (see the module docstring)."""
-    if not run_dir.is_dir() or (run_dir / RUN_MARKER).is_file():
+    if not run_dir.is_dir() or RunFolder(run_dir).marker.is_file():
         return
     try:
         names = sorted(p.name for p in run_dir.iterdir())
     except OSError as err:
         raise GanError(f"--run-dir {str(run_dir)!r} cannot be read ({err.strerror})") from None
     if not [n for n in names if not SLURM_LOG.match(n)] or (
-        "config.yaml" in names and _reads_as_config(run_dir / "config.yaml")
+        "config.yaml" in names and _reads_as_config(RunFolder(run_dir).config)
     ):
         return
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -101,7 +137,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = RunFolder(run_dir).lock
         self.fd = None
 
     def acquire(self) -> None:
@@ -135,9 +171,10 @@ def open_run_dir(run_dir: Path, cfg: Config) -> RunLock:
         lock.acquire()
     except OSError as err:
         raise GanError(f"--run-dir {str(run_dir)!r} cannot be written to ({err.strerror})") from None
-    if not (run_dir / RUN_MARKER).is_file():
-        write_atomic(run_dir / RUN_MARKER, "a run folder of gan (train.py); see gan/run_folder.py\n")
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    (run_dir / "samples").mkdir(exist_ok=True)
-    write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    folder = RunFolder(run_dir)
+    if not folder.marker.is_file():
+        write_atomic(folder.marker, "a run folder of gan (train.py); see gan/run_folder.py\n")
+    folder.checkpoints.mkdir(exist_ok=True)
+    folder.samples.mkdir(exist_ok=True)
+    write_atomic(folder.config, to_yaml(cfg))
     return lock

@@ -12,7 +12,8 @@ from torchmetrics.aggregation import MeanMetric
 
 from gan.config import Config, to_dict
 from gan.files import open_jsonl, read_jsonl
-from gan.wandb_run import WANDB_ID_FILE, WandbRun, resolve_wandb_mode
+from gan.run_folder import RunFolder
+from gan.wandb_run import WandbRun, resolve_wandb_mode
 
 
 class WindowMeans:
@@ -47,7 +48,7 @@ class RunLogger:
         self.wandb = WandbRun(accelerator, goes_on="training goes on, scalars stay in train_log.jsonl")
         # A resumed run re-trains the steps after its checkpoint; the steps logged before the
         # interruption are kept and not logged twice.
-        path = run_dir / "train_log.jsonl"
+        path = RunFolder(run_dir).train_log
         self.last_logged_step = last_logged_step(path, warn=accelerator.is_main_process)
         if accelerator.is_main_process:
             self.jsonl = open_jsonl(path)  # closes a line cut by kill -9 first
@@ -57,7 +58,7 @@ class RunLogger:
         mode = resolve_wandb_mode(self.cfg)
         if mode == "disabled" or "wandb" not in [str(t) for t in (self.accelerator.log_with or [])]:
             return
-        w, id_file = self.cfg.wandb, self.run_dir / WANDB_ID_FILE
+        w, id_file = self.cfg.wandb, RunFolder(self.run_dir).wandb_id
         try:
             from wandb.sdk.lib import runid
 

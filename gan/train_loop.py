@@ -6,44 +6,30 @@ process per device, mixed precision from Accelerate's own setting).
 
 import hashlib
 import json
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
-from safetensors import SafetensorError
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from gan import checkpoint as ckpt
 from gan.augment import DiffAugment
-from gan.config import Config, to_dict
+from gan.checkpoint import training as ckpt
+from gan.checkpoint.training import TrainState
+from gan.config import Config
 from gan.data import build_data, make_dataloader, to_float
-from gan.errors import EXIT_INTERRUPTED, GanError  # 130: stopped by Ctrl-C, after a checkpoint
+from gan.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_PREEMPTED, GanError
 from gan.files import write_atomic
 from gan.losses import build_loss
 from gan.networks import build_networks
-from gan.run_folder import open_run_dir
+from gan.run_folder import RunFolder, open_run_dir
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
 from gan.steps import Nets, NonFiniteLoss, d_step, ema_avg_fn, g_step, grad_norm, update_ema
 from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
-
-EXIT_PREEMPTED = 75  # stopped by SIGTERM/SIGUSR1 after a checkpoint: requeue and relaunch to resume
-EXIT_NONFINITE = 3  # a non-finite loss stopped the run; the last good checkpoint is kept
-FINISHED_MARKER = "FINISHED"
-
-
-@dataclass
-class TrainState:
-    step: int = 0  # generator steps done
-    batches_seen: int = 0  # real batches drawn per process: the data position
-    nonfinite_in_a_row: int = 0
-    nonfinite_total: int = 0
 
 
 class StopRequest:
@@ -87,7 +73,7 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
         average = ema_avg_fn(cfg.train.ema_decay, cfg.train.ema_rampup)
         G_ema = AveragedModel(G, multi_avg_fn=average, use_buffers=True)
         G_ema.requires_grad_(False)
-    # fused: one kernel per parameter group on CPU and CUDA (bench/run.py measured it; see README)
+    # fused: one kernel per parameter group on CPU and CUDA (docs/performance.md)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas), fused=True)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=tuple(cfg.optim.betas), fused=True)
     G, D, opt_G, opt_D, loader = accelerator.prepare(G, D, opt_G, opt_D, loader)
@@ -106,153 +92,6 @@ def real_batches(loader, accelerator, batches_seen: int):
         epoch_loader.set_epoch(epoch)
         yield from epoch_loader
         epoch, offset = epoch + 1, 0
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
-    """All processes store their RNG state; the main process writes the rest and renames.
-
-    A failed write (full disk, quota) removes the temporary folder and stops every process with one
-    line: the previous checkpoints are untouched, since nothing is renamed or rotated before the
-    new one is complete.
-    """
-    tmp = ckpt.checkpoints_dir(run_dir) / f"{ckpt.TMP_PREFIX}{ckpt.step_name(state.step)}"
-    error = None
-    try:
-        if accelerator.is_main_process:
-            ckpt.begin_save(run_dir, state.step)
-        accelerator.wait_for_everyone()
-        ckpt.save_rng(tmp, accelerator.process_index)
-    except OSError as err:
-        error = f"{err.strerror or err}"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and error is None:
-        try:
-            write_checkpoint(accelerator, run_dir, tmp, cfg, nets, state)
-        except (OSError, SafetensorError, RuntimeError) as err:
-            error = str(err).splitlines()[0][:200] if str(err) else err.__class__.__name__
-    errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
-    failed = next((e for e in errors if e), None)
-    if failed:
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        previous = ckpt.list_checkpoints(run_dir)
-        kept = f"the newest complete checkpoint, {previous[-1][1]}, is intact" if previous else "no earlier checkpoint"
-        raise GanError(f"the checkpoint of step {state.step} could not be written under {str(tmp.parent)!r} "
-                       f"(disk full? {failed}); {kept}. Free space and run the same command to resume")  # fmt: skip
-
-
-def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
-    """On the main process: the networks, the training state and meta.json, then rotation."""
-    networks = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
-    if nets.G_ema is not None:
-        networks["G_ema"] = nets.G_ema.module
-    scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else {}
-    train_state = {
-        "step": state.step, "batches_seen": state.batches_seen,
-        "nonfinite_total": state.nonfinite_total,
-        "opt_G": nets.opt_G.state_dict(), "opt_D": nets.opt_D.state_dict(), "scaler": scaler,
-        "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
-        "num_processes": accelerator.num_processes, "num_classes": nets.num_classes,
-        "config": to_dict(cfg),
-    }  # fmt: skip
-    kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
-    meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None}
-    ckpt.finish_save(run_dir, tmp, state.step, networks, train_state, meta)
-    ckpt.rotate(run_dir, cfg.train.keep_checkpoints, written=state.step)
-
-
-def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
-    """Every file of a checkpoint, read and checked against this run; nothing is changed yet.
-
-    Raises GanError naming a bad file, so that resume can fall back to an older checkpoint (or a
-    fresh start) with networks and optimizers untouched by the bad one.
-    """
-    meta = ckpt.read_meta(path)
-    modules = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
-    files = {"G": path / "G.safetensors", "D": path / "D.safetensors"}
-    if nets.G_ema is not None:
-        modules["G_ema"], files["G_ema"] = nets.G_ema.module, ckpt.generator_file(meta)
-    tensors = {name: ckpt.read_network(modules[name], files[name]) for name in modules}
-    saved = ckpt.read_state(path, meta.step)
-    state_file = path / "state.pt"
-    try:
-        ckpt.check_optimizer_state(saved["opt_G"], nets.opt_G, "opt_G")
-        ckpt.check_optimizer_state(saved["opt_D"], nets.opt_D, "opt_D")
-        check_scaler_state(saved["scaler"], accelerator.scaler)
-    except ValueError as err:
-        raise GanError(f"checkpoint file {str(state_file)!r} does not fit this run ({err})") from None
-    state = TrainState(step=saved["step"], batches_seen=saved["batches_seen"], nonfinite_total=saved["nonfinite_total"])
-    same_world = saved["num_processes"] == accelerator.num_processes
-    rng = ckpt.read_rng(path, accelerator.process_index) if same_world else None
-    return {"modules": modules, "tensors": tensors, "saved": saved, "state": state, "rng": rng}
-
-
-def check_scaler_state(saved: dict, scaler) -> None:
-    """fp16's GradScaler state: empty (no scaler then), or a finite positive scale and its counters."""
-    if scaler is None or not saved:
-        return
-    scale = saved.get("scale")
-    if not isinstance(scale, int | float) or not 0 < scale < float("inf") or not isinstance(
-        saved.get("_growth_tracker"), int
-    ):
-        raise ValueError("scaler holds no finite positive scale")
-
-
-def load_optimizer(optimizer, saved: dict) -> None:
-    """Saved Adam state into an optimizer built now. Only the state and the parameter ids come from
-    the file; the hyper-parameters (lr, betas, fused) are the optimizer's own, set from the config
-    that resume has checked against the run's."""
-    groups = [{**{k: v for k, v in own.items() if k != "params"}, "params": g["params"]}
-              for g, own in zip(saved["param_groups"], optimizer.param_groups, strict=True)]  # fmt: skip
-    optimizer.load_state_dict({"state": saved["state"], "param_groups": groups})
-
-
-def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
-    """Restore what read_checkpoint read and checked."""
-    for name, module in loaded["modules"].items():
-        module.load_state_dict(loaded["tensors"][name], strict=True)
-    saved = loaded["saved"]
-    load_optimizer(nets.opt_G, saved["opt_G"])
-    load_optimizer(nets.opt_D, saved["opt_D"])
-    if accelerator.scaler is not None and saved["scaler"]:
-        accelerator.scaler.load_state_dict(saved["scaler"])
-    if nets.G_ema is not None:
-        nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"].reshape(nets.G_ema.n_averaged.shape))
-    if loaded["rng"] is not None:
-        torch.set_rng_state(loaded["rng"])
-    return loaded["state"]
-
-
-def resume(accelerator, run_dir: Path, nets: Nets) -> TrainState:
-    """Continue from the newest complete checkpoint that every process can read.
-
-    A bad one is skipped with a warning and set aside as step-N.bad, so it no longer counts among
-    the checkpoints rotation keeps. Leftover temporary folders (from kill -9) are removed first.
-    """
-    if accelerator.is_main_process:
-        ckpt.remove_temporary(run_dir)
-    accelerator.wait_for_everyone()
-    for step, path in reversed(ckpt.list_checkpoints(run_dir)):
-        try:
-            loaded, error = read_checkpoint(accelerator, path, nets), None
-        except GanError as err:
-            loaded, error = None, str(err)
-        errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
-        bad = next((e for e in errors if e), None)
-        if bad:  # the same checkpoint on every process, or the processes would diverge
-            accelerator.print(f"warning: skipping checkpoint step {step}: {bad}; kept aside as {path.name}.bad",
-                              file=sys.stderr)  # fmt: skip
-            if accelerator.is_main_process:
-                ckpt.set_aside(path)
-            accelerator.wait_for_everyone()
-            continue
-        state = apply_checkpoint(accelerator, loaded, nets)
-        accelerator.print(f"resuming from {path} (step {state.step})")
-        return state
-    return TrainState()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -281,7 +120,7 @@ def train(cfg: Config, run_dir: Path) -> int:
     accelerator.wait_for_everyone()
     stop = StopRequest()
     try:
-        return _train(cfg, run_dir, accelerator, stop, data)
+        return run_training(cfg, run_dir, accelerator, stop, data)
     finally:
         if lock is not None:
             lock.release()
@@ -294,13 +133,13 @@ def set_tf32(enabled: bool) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> int:
+def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> int:
     if cfg.data.on_device:  # a GPU indexes its own copy: batches need no host-to-device copy
         data = data.to(accelerator.device)
     loader = make_dataloader(data, cfg.train.batch_size)
     nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)  # check_fits: len(loader) > 0
     loss_fn = build_loss(cfg)
-    state = resume(accelerator, run_dir, nets)
+    state = ckpt.resume(accelerator, run_dir, nets)
     logger = RunLogger(accelerator, run_dir, cfg)
     means = WindowMeans(accelerator.device)
     sample_z, sample_labels = fixed_noise(cfg.train.num_samples, nets.z_dim, cfg.train.seed, data.num_classes)
@@ -327,7 +166,7 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> 
             state.nonfinite_in_a_row = 0
             update_ema(nets, accelerator)
             state.step += 1
-            if state.step % cfg.train.log_every == 0:  # the window's last step: norms every step cost ~10% (bench)
+            if state.step % cfg.train.log_every == 0:  # the window's last step: a norm costs a pass over every gradient
                 stats |= {"grad_norm/G": grad_norm(nets.G), "grad_norm/D": grad_norm(nets.D)}
             means.update(stats)
             progress.update(1)
@@ -339,7 +178,7 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> 
                 save_samples(logger, run_dir, nets, accelerator, sample_z, sample_labels, state.step)
             stopping = stop.agreed(accelerator)
             if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
-                save_checkpoint(accelerator, run_dir, cfg, nets, state)
+                ckpt.save(accelerator, run_dir, cfg, nets, state)
             if stopping:
                 exit_code = stop.exit_code()
                 then = "to be requeued" if exit_code == EXIT_PREEMPTED else "(run the same command to resume)"
@@ -353,7 +192,7 @@ def _train(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> 
     if accelerator.num_processes > 1:
         check_replicas(accelerator, nets, run_dir)
     if exit_code == 0 and accelerator.is_main_process:
-        write_atomic(run_dir / FINISHED_MARKER, f"{state.step}\n")
+        write_atomic(RunFolder(run_dir).finished, f"{state.step}\n")
     logger.close()
     accelerator.wait_for_everyone()  # on a stop, no process exits before the W&B run is closed
     return exit_code
@@ -371,7 +210,7 @@ def check_replicas(accelerator, nets: Nets, run_dir: Path) -> None:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digests = gather_object([digest.hexdigest()])
     if accelerator.is_main_process:
-        write_atomic(run_dir / "replicas.json", json.dumps({"rank_digests": digests}) + "\n")
+        write_atomic(RunFolder(run_dir).replicas, json.dumps({"rank_digests": digests}) + "\n")
         if len(set(digests)) != 1:
             raise RuntimeError(f"G/D parameters differ across ranks: {digests}")
 
@@ -416,5 +255,5 @@ def save_samples(logger, run_dir: Path, nets: Nets, accelerator, z, labels, step
         return
     G = nets.G_ema.module if nets.G_ema is not None else accelerator.unwrap_model(nets.G)
     images = generate_images(G, z, labels)
-    save_grid(images, run_dir / "samples" / f"{ckpt.step_name(step)}.png")
+    save_grid(images, RunFolder(run_dir).sample(step))
     logger.log_image("samples", grid_image(images), step)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from gan.config import Config
 
-WANDB_ID_FILE = "wandb_run_id.txt"
-
 
 def resolve_wandb_mode(cfg: Config) -> str:
     """WANDB_MODE wins; then wandb.mode; then online with an API key, offline without one."""

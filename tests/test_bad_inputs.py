@@ -34,10 +34,6 @@ class Case:
     skip: str | None = None  # why the row cannot run here, if it cannot
 
 
-def skip_unless_evaluate() -> str | None:
-    return None if EVALUATE.exists() else "evaluate.py does not exist yet"
-
-
 def skip_as_root() -> str | None:
     return "running as root: file permissions do not stop root from reading" if os.geteuid() == 0 else None
 
@@ -96,17 +92,14 @@ CASES = [
     # the HTML report
     Case("report_out_inside_a_file", [*REPORT, "{run}", "--out", "{file}/report.html"], "cannot be written"),
     # evaluate's command line and run folders
-    Case("evaluate_missing_run", [*EVAL, "{new}"], "does not exist", skip=skip_unless_evaluate()),
-    Case("evaluate_unknown_metric", [*EVAL, "{run}", "--metrics", "fid,nope"], "--metrics: unknown metric nope",
-         skip=skip_unless_evaluate()),
-    Case("evaluate_num_samples_zero", [*EVAL, "{run}", "--num-samples", "0"], "--num-samples must be > 0",
-         skip=skip_unless_evaluate()),
-    Case("evaluate_checkpoints_not_steps", [*EVAL, "{run}", "--checkpoints", "abc"], "--checkpoints 'abc'",
-         skip=skip_unless_evaluate()),
+    Case("evaluate_missing_run", [*EVAL, "{new}"], "does not exist"),
+    Case("evaluate_unknown_metric", [*EVAL, "{run}", "--metrics", "fid,nope"], "--metrics: unknown metric nope"),
+    Case("evaluate_num_samples_zero", [*EVAL, "{run}", "--num-samples", "0"], "--num-samples must be > 0"),
+    Case("evaluate_checkpoints_not_steps", [*EVAL, "{run}", "--checkpoints", "abc"], "--checkpoints 'abc'"),
     Case("evaluate_seed_beyond_64_bits", [*EVAL, "{run}", "--seed", str(2**64)],
-         "--seed must be in [0, 2**64)", skip=skip_unless_evaluate()),
+         "--seed must be in [0, 2**64)"),
     Case("evaluate_step_not_saved", [*EVAL, "{run}", "--checkpoints", "999", "--metrics", "fid"],
-         "no complete checkpoint for step(s) 999", skip=skip_unless_evaluate()),
+         "no complete checkpoint for step(s) 999"),
 ]  # fmt: skip
 
 

@@ -214,7 +214,6 @@ def test_hostile_pickles_are_refused_and_never_run(four_checkpoints, tmp_path):
     assert_same_weights(network_weights(four_checkpoints, 8), network_weights(run_dir, 8))
 
 
-@pytest.mark.skipif(not EVALUATE.exists(), reason="evaluate.py does not exist yet")
 def test_evaluate_refuses_hostile_and_corrupt_checkpoints_by_name(four_checkpoints, tmp_path):
     prove_payload_runs(tmp_path)
     marker = tmp_path / "pwned"

@@ -72,12 +72,11 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 def two_node_run(cluster, tmp_path_factory):
     """submit.sh: training on 2 nodes x 1 CPU process, and its evaluation with --dependency=afterok."""
     run_dir = tmp_path_factory.mktemp("slurm") / "two-nodes"
-    has_evaluator = (ROOT / "evaluate.py").exists()
-    options = ["--eval-args", EVAL_ARGS] if has_evaluator else ["--no-eval"]
+    options = ["--eval-args", EVAL_ARGS]
     env = job_env(cluster, tmp_path_factory, NODES="2", CPU_PROCS_PER_NODE="1")
     train_args = ["--config", "configs/dcgan_mnist.yaml", "--run-dir", run_dir, *TINY]
     proc = run([SLURM / "submit.sh", *options, *train_args], env=env)
-    return {**submitted(proc), "run_dir": run_dir, "has_evaluator": has_evaluator}
+    return {**submitted(proc), "run_dir": run_dir}
 
 
 def test_training_on_two_nodes(cluster, two_node_run):
@@ -95,8 +94,6 @@ def test_training_on_two_nodes(cluster, two_node_run):
 
 
 def test_evaluation_after_training(cluster, two_node_run):
-    if not two_node_run["has_evaluator"]:
-        pytest.skip("evaluate.py does not exist yet: evaluate.sbatch was not submitted")
     run_dir = two_node_run["run_dir"]
     (train,) = cluster.wait(int(two_node_run["train_job"]), timeout_s=300)
     (evaluation,) = cluster.wait(int(two_node_run["eval_job"]), timeout_s=300)

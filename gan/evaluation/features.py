@@ -15,8 +15,8 @@ from gan.data import to_uint8
 from gan.errors import GanError
 from gan.evaluation.inception import EXTRACTOR, InceptionWeights
 
-# TF32 in Inception's convolutions and matmuls on NVIDIA GPUs. Off: `python bench/gpu.py` measures
-# the FID drift it brings against the 1e-4 relative drift we accept (README, Performance).
+# TF32 in Inception's convolutions and matmuls on NVIDIA GPUs. Off: its FID drift exceeds the 1e-4
+# relative drift we accept (docs/performance.md, measured by bench/gpu.py).
 INCEPTION_TF32 = False
 
 

@@ -17,10 +17,7 @@ from pathlib import Path
 
 from gan.errors import GanError
 from gan.files import append_jsonl, read_jsonl, write_atomic
-
-METRICS_FILE = "metrics.jsonl"
-BEST_FILE = "best.json"
-FIELDS = ("step", "kimg", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "num_samples", "checkpoint")
+from gan.run_folder import RunFolder
 
 
 def check_writable(run_dir: Path) -> None:
@@ -30,24 +27,24 @@ def check_writable(run_dir: Path) -> None:
     Nothing is left behind: an existing metrics.jsonl is opened without writing, and the probe file
     has no name (O_TMPFILE) or is removed on close.
     """
-    run_dir = Path(run_dir)
+    run_dir, folder = Path(run_dir), RunFolder(Path(run_dir))
     try:
-        for name in (METRICS_FILE, BEST_FILE):
-            if (run_dir / name).is_dir():
-                raise IsADirectoryError(errno.EISDIR, "is a folder", str(run_dir / name))
-        if (run_dir / METRICS_FILE).exists():
-            os.close(os.open(run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND))
+        for path in (folder.metrics, folder.best):
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        if folder.metrics.exists():
+            os.close(os.open(folder.metrics, os.O_WRONLY | os.O_APPEND))
         with tempfile.TemporaryFile(dir=run_dir, prefix=".write-probe."):
             pass
     except OSError as err:
         where = f"{err.filename}: " if err.filename else ""
         raise GanError(f"run folder {str(run_dir)!r} cannot be written ({where}{err.strerror or err}); "
-                       f"evaluate.py appends to {METRICS_FILE} and replaces {BEST_FILE} there: make it "
+                       f"evaluate.py appends to {folder.metrics.name} and replaces {folder.best.name} there: make it "
                        "writable, or evaluate a copy") from None  # fmt: skip
 
 
 def read_records(run_dir: Path) -> list[dict]:
-    return [r for r in read_jsonl(Path(run_dir) / METRICS_FILE) if isinstance(r.get("step"), int)]
+    return [r for r in read_jsonl(RunFolder(Path(run_dir)).metrics) if isinstance(r.get("step"), int)]
 
 
 def evaluated_steps(records: list[dict], settings: dict) -> set[int]:
@@ -55,7 +52,7 @@ def evaluated_steps(records: list[dict], settings: dict) -> set[int]:
 
 
 def append_record(run_dir: Path, record: dict) -> None:
-    append_jsonl(Path(run_dir) / METRICS_FILE, record)
+    append_jsonl(RunFolder(Path(run_dir)).metrics, record)
 
 
 def best_record(records: list[dict], settings: dict) -> dict | None:
@@ -69,7 +66,7 @@ def update_best(run_dir: Path, settings: dict) -> dict | None:
     (deleted, cut, or written for other settings); returns that record."""
     best = best_record(read_records(run_dir), settings)
     if best is not None:
-        path, text = Path(run_dir) / BEST_FILE, json.dumps(best, indent=2) + "\n"
+        path, text = RunFolder(Path(run_dir)).best, json.dumps(best, indent=2) + "\n"
         try:
             current = path.read_text()
         except (OSError, ValueError):  # missing, or not text

@@ -26,10 +26,9 @@ from gan.evaluation.inception import resolve_weights
 from gan.evaluation.metrics import METRICS, MetricSettings, check_sizes, compute_metrics, feature_layers
 from gan.evaluation.real_stats import real_images, real_stats
 from gan.evaluation.wandb_log import EvalLogger
-from gan.run_folder import stored_config
+from gan.run_folder import RunFolder, stored_config
 from gan.samples import sample_latents
 
-FINISHED_MARKER = "FINISHED"  # written by the training loop when it reaches train.steps
 ARCHITECTURE_KEYS = ("model", "data.resolution", "data.channels")
 
 
@@ -71,12 +70,13 @@ def run_config(opts: EvalOptions, accelerator) -> Config:
     if run_dir.exists() and not run_dir.is_dir():
         raise GanError(f"{str(run_dir)!r} is a file; give a run folder (the --run-dir of train.py)")
     waited = False
-    while not (run_dir / "config.yaml").exists():
+    config_file = RunFolder(run_dir).config
+    while not config_file.exists():
         if not opts.watch:
             what = "does not exist" if not run_dir.exists() else "has no config.yaml"
             raise GanError(f"run folder {str(run_dir)!r} {what}; give the --run-dir of train.py")
         if not waited:
-            accelerator.print(f"waiting for {run_dir / 'config.yaml'} ...")
+            accelerator.print(f"waiting for {config_file} ...")
             waited = True
         time.sleep(opts.poll_seconds)
     return stored_config(run_dir)
@@ -84,7 +84,7 @@ def run_config(opts: EvalOptions, accelerator) -> Config:
 
 def training_finished(run_dir: Path) -> bool:
     """FINISHED exists and names at least the configured train.steps (a resumed, longer run is not finished)."""
-    marker = run_dir / FINISHED_MARKER
+    marker = RunFolder(run_dir).finished
     if not marker.exists():
         return False
     try:
@@ -142,7 +142,7 @@ def check_architecture(ckpt_cfg: Config, run_cfg: Config, path: Path) -> None:
 # --------------------------------------------------------------------------- one invocation
 
 
-class Session:
+class Evaluator:
     """What one invocation shares across checkpoints. The extractor and the real statistics are
     built on first need, so a call that finds nothing new to evaluate loads neither."""
 
@@ -271,49 +271,49 @@ def evaluate_run(opts: EvalOptions, accelerator) -> int:
     cfg = run_config(opts, accelerator)
     on_main(accelerator, lambda: results.check_writable(opts.run_dir))  # before minutes of Inception
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
-    session = Session(accelerator, opts, cfg, settings, weights, layers)
+    evaluator = Evaluator(accelerator, opts, cfg, settings, weights, layers)
     evaluated = 0
     if opts.watch:
-        session.print(f"watching {opts.run_dir / 'checkpoints'} every {opts.poll_seconds:g} s until training "
+        evaluator.print(f"watching {RunFolder(opts.run_dir).checkpoints} every {opts.poll_seconds:g} s until training "
                       "finishes (Ctrl-C stops)")  # fmt: skip
     try:
         while True:
-            todo, finished = on_main(accelerator, lambda: pending(opts, settings.as_dict(), session.skipped))
+            todo, finished = on_main(accelerator, lambda: pending(opts, settings.as_dict(), evaluator.skipped))
             for step, path in todo:
-                record = session.evaluate(step, path)
+                record = evaluator.evaluate(step, path)
                 if record is not None:
-                    session.report(record)
+                    evaluator.report(record)
                     evaluated += 1
             if not opts.watch or finished:  # finished was read before listing: nothing can follow
                 break
             time.sleep(opts.poll_seconds)
         accelerator.wait_for_everyone()  # no process leaves while the main one still computes and writes
     except KeyboardInterrupt:
-        session.print("stopped (Ctrl-C)")
+        evaluator.print("stopped (Ctrl-C)")
         return 0 if opts.watch else 130
     finally:
-        if session.logger is not None:
-            session.logger.close()
-    summarize(session, evaluated)
+        if evaluator.logger is not None:
+            evaluator.logger.close()
+    summarize(evaluator, evaluated)
     return 0
 
 
-def summarize(session: Session, evaluated: int) -> None:
+def summarize(evaluator: Evaluator, evaluated: int) -> None:
     """The best checkpoint, what was already there, and (as the exit status) what had to be skipped."""
-    run_dir, settings = session.opts.run_dir, session.settings.as_dict()
+    run_dir, settings = evaluator.opts.run_dir, evaluator.settings.as_dict()
     records, best = [], None
-    if session.accelerator.is_main_process:  # it reads, prints and writes; the others only exit with it
+    if evaluator.accelerator.is_main_process:  # it reads, prints and writes; the others only exit with it
         records = [r for r in results.read_records(run_dir) if r.get("settings") == settings]
         best = results.update_best(run_dir, settings)  # also when nothing was new: best.json may be deleted
-    if evaluated == 0 and records and not session.skipped:
-        session.print(f"nothing new to evaluate: {len(records)} checkpoint(s) already in "
-                      f"{run_dir / results.METRICS_FILE} with these settings")  # fmt: skip
-        session.print(results.table_header())
+    if evaluated == 0 and records and not evaluator.skipped:
+        evaluator.print(f"nothing new to evaluate: {len(records)} checkpoint(s) already in "
+                      f"{RunFolder(run_dir).metrics} with these settings")  # fmt: skip
+        evaluator.print(results.table_header())
         for record in sorted(records, key=lambda r: r["step"]):
-            session.print(results.table_row(record))
+            evaluator.print(results.table_row(record))
     if best is not None:
-        session.print(f"best: step {best['step']} (fid {best['fid']:.4g}) -> {run_dir / results.BEST_FILE}")
-    if session.skipped:
-        listed = "; ".join(f"step {s}: {why}" for s, why in sorted(session.skipped.items()))
-        raise GanError(f"{len(session.skipped)} checkpoint(s) could not be evaluated ({listed}); "
+        evaluator.print(f"best: step {best['step']} (fid {best['fid']:.4g}) -> {RunFolder(run_dir).best}")
+    if evaluator.skipped:
+        listed = "; ".join(f"step {s}: {why}" for s, why in sorted(evaluator.skipped.items()))
+        raise GanError(f"{len(evaluator.skipped)} checkpoint(s) could not be evaluated ({listed}); "
                        f"{evaluated} other(s) were evaluated")

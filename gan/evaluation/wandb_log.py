@@ -9,13 +9,14 @@ evaluation: metrics.jsonl stays complete.
 from pathlib import Path
 
 from gan.config import Config
-from gan.wandb_run import WANDB_ID_FILE, WandbRun, resolve_wandb_mode
+from gan.run_folder import RunFolder
+from gan.wandb_run import WandbRun, resolve_wandb_mode
 
 
 class EvalLogger:
     def __init__(self, accelerator, run_dir: Path, cfg: Config):
         self.wandb = WandbRun(accelerator, goes_on="evaluation goes on, the numbers stay in metrics.jsonl")
-        id_file = Path(run_dir) / WANDB_ID_FILE
+        id_file = RunFolder(Path(run_dir)).wandb_id
         mode = resolve_wandb_mode(cfg)
         if not accelerator.is_main_process or not id_file.exists() or mode == "disabled":
             return

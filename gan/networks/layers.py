@@ -58,7 +58,6 @@ class Projection(nn.Module):
         return (self.embed(labels) * h).sum(1)
 
 
-D_NORMS = ("batch", "layer", "none")
 
 
 def d_norm(kind: str, channels: int) -> nn.Module:
@@ -70,15 +69,12 @@ def d_norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-def check_d_norm(cfg, supported: tuple[str, ...], default: str) -> str:
-    """model.d_norm resolved for a network family; penalties need per-image gradients (no BatchNorm)."""
-    kind = cfg.model.d_norm or default
+def check_d_norm(model_cfg, supported: tuple[str, ...], default: str) -> str:
+    """model.d_norm resolved for a network family."""
+    kind = model_cfg.d_norm or default
     if kind not in supported:
-        raise GanError(f"model.d_norm={kind} is not available for model.network={cfg.model.network}; "
+        raise GanError(f"model.d_norm={kind} is not available for model.network={model_cfg.network}; "
                        f"choose one of: {', '.join(supported)}")  # fmt: skip
-    if kind == "batch" and (cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0):
-        raise GanError("loss.gp_weight/loss.r1_weight penalise each image's gradient, which BatchNorm in D "
-                       "mixes across the batch: set model.d_norm=layer or model.d_norm=none")  # fmt: skip
     return kind
 
 

@@ -44,7 +44,7 @@ class MLPDiscriminator(nn.Module):
 @NETWORKS.register("mlp")
 def build_mlp(cfg, num_classes: int = 0):
     m, d = cfg.model, cfg.data
-    check_d_norm(cfg, ("none",), default="none")
+    check_d_norm(cfg.model, ("none",), default="none")
     return (
         MLPGenerator(m.z_dim, m.hidden_dim, d.channels, d.resolution),
         MLPDiscriminator(m.hidden_dim, d.channels, d.resolution),

@@ -124,7 +124,7 @@ def build_resnet(cfg, num_classes: int = 0):
         legal = ", ".join(map(str, LAYOUTS))
         raise GanError(f"data.resolution={d.resolution} cannot be produced by model.network=resnet; "
                        f"choose one of: {legal}")  # fmt: skip
-    check_d_norm(cfg, ("none",), default="none")
+    check_d_norm(cfg.model, ("none",), default="none")
     classes = num_classes if m.conditional else 0
     G = ResNetGenerator(m.z_dim, m.g_channels, d.channels, d.resolution, classes)
     D = ResNetDiscriminator(m.d_channels, d.channels, d.resolution, classes)

@@ -1,154 +1,24 @@
-"""Checkpoints that survive kill -9 and load without executing code.
+"""Reading a checkpoint without running code, every file checked before anything of it is used.
 
-Layout of `RUN_DIR/checkpoints/step-NNNNNNN/`:
-  G.safetensors, D.safetensors, G_ema.safetensors  network weights (safetensors: no pickle)
-  state.pt          step, data position, optimizers, scaler, EMA count, resolved config:
-                    plain tensors and containers, read with torch.load(weights_only=True)
-  rng-rankR.pt      each process's torch RNG state
-  meta.json         step, kimg and which files exist; written last
-
-Everything is written into `.tmp-step-NNNNNNN/` and renamed into place, so a crash leaves
-either the old set or a complete new one. Leftover temporary folders are ignored and removed.
-A checkpoint that resume had to skip is renamed `step-NNNNNNN.bad`: it is kept for inspection,
-never listed as complete, and rotation bounds how many such folders stay. Only these names are
-ever created, renamed or deleted under checkpoints/.
-Accelerate's `save_state` pickles RNG and sampler objects, so we do not use it here.
+Weights are safetensors; state.pt and rng-rankR.pt are read with torch.load(weights_only=True),
+which refuses a pickle that would run code. A bad file raises GanError naming it and what is wrong.
 """
 
 import json
-import os
 import pickle
 import re
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from gan.checkpoint.folders import STEP_DIR, list_checkpoints
 from gan.errors import GanError
 
-STEP_DIR = re.compile(r"^step-(\d{7,})$")
-BAD_DIR = re.compile(r"^step-(\d{7,})\.bad$")
-TMP_PREFIX = ".tmp-"
-OUR_TMP_DIR = re.compile(r"^\.tmp-(old-)?step-\d{7,}(\.bad)?$")  # begin_save's and discard's names only
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # torch.optim.Adam's per-parameter state (amsgrad off)
-
-
-def step_name(step: int) -> str:
-    return f"step-{step:07d}"
-
-
-def checkpoints_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def _list(run_dir: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
-    root = checkpoints_dir(run_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = pattern.match(path.name)
-        if match and path.is_dir() and not path.is_symlink():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first. Temporary and set-aside folders are never listed."""
-    return _list(run_dir, STEP_DIR)
-
-
-def list_set_aside(run_dir: Path) -> list[tuple[int, Path]]:
-    """Checkpoints that resume skipped as bad (step-N.bad), oldest first."""
-    return _list(run_dir, BAD_DIR)
-
-
-def remove_temporary(run_dir: Path) -> None:
-    """Remove what a killed save or discard left behind: our temporary names only, nothing else."""
-    root = checkpoints_dir(run_dir)
-    if root.is_dir():
-        for path in root.iterdir():
-            if OUR_TMP_DIR.match(path.name) and path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def set_aside(path: Path) -> Path:
-    """Rename a checkpoint that resume skipped to step-N.bad (replacing an older one of that step)."""
-    aside = path.with_name(f"{path.name}.bad")
-    if aside.exists():
-        discard(aside)
-    os.rename(path, aside)
-    return aside
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- saving
-
-
-def state_dict_for_file(module: torch.nn.Module) -> dict:
-    """Contiguous, unshared CPU tensors, as safetensors requires."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def begin_save(run_dir: Path, step: int) -> Path:
-    """Create (afresh) the temporary folder that this step's files go into."""
-    tmp = checkpoints_dir(run_dir) / f"{TMP_PREFIX}{step_name(step)}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def save_rng(tmp: Path, rank: int) -> None:
-    torch.save({"torch": torch.get_rng_state()}, tmp / f"rng-rank{rank}.pt")
-
-
-def finish_save(run_dir: Path, tmp: Path, step: int, networks: dict, state: dict, meta: dict) -> Path:
-    """Write the networks, state and meta into tmp, then rename it into place atomically."""
-    for name, module in networks.items():
-        save_file(state_dict_for_file(module), tmp / f"{name}.safetensors")
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "files": sorted(p.name for p in tmp.iterdir())}))
-    for path in tmp.iterdir():
-        _fsync(path)
-    final = checkpoints_dir(run_dir) / step_name(step)
-    if final.exists():  # a checkpoint of this step that was not resumed from: kept aside, not reused
-        set_aside(final)
-    os.rename(tmp, final)
-    _fsync(final.parent)
-    return final
-
-
-def rotate(run_dir: Path, keep: int, written: int) -> None:
-    """Keep the checkpoint just written (step `written`) and the newest keep - 1 others; of the
-    set-aside (.bad) folders, keep the newest `keep`."""
-    others = [(step, path) for step, path in list_checkpoints(run_dir) if step != written]
-    for _, path in others[: max(0, len(others) - (max(keep, 1) - 1))]:
-        discard(path)
-    aside = list_set_aside(run_dir)
-    for _, path in aside[: max(0, len(aside) - max(keep, 1))]:
-        discard(path)
-
-
-def discard(path: Path) -> None:
-    """Rename, then delete: a kill -9 part-way leaves a temporary folder, never a half checkpoint."""
-    doomed = path.with_name(f"{TMP_PREFIX}old-{path.name}")
-    shutil.rmtree(doomed, ignore_errors=True)
-    os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- loading
 
 
 @dataclass
@@ -284,9 +154,6 @@ def load_generator(path: Path, device="cpu"):
     G, _ = build_networks(cfg, num_classes=state["num_classes"])
     load_network(G, generator_file(found))
     return G.to(device).eval(), cfg, found
-
-
-# --------------------------------------------------------------------------- the training state
 
 
 # state.pt's entries and the types they must have; checked before anything of the file is used.
