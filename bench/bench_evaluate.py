@@ -1,6 +1,6 @@
 """The evaluator's cost per checkpoint against torch-fidelity's raw feature extraction, side by side.
 
-python bench/bench_evaluate.py [--num-samples N] [--num-real R] [--batch-size B] [--repeats K]
+python -m bench.bench_evaluate [--num-samples N] [--num-real R] [--batch-size B] [--repeats K]
 
 - Per checkpoint: the evaluator's whole work for one checkpoint (load G, generate N images,
   extract their features, compute FID and KID, append to metrics.jsonl) against torch-fidelity's
@@ -17,14 +17,11 @@ are used unless GAN_INCEPTION_WEIGHTS or the torch hub cache provide torch-fidel
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NUM_SAMPLES = 10000  # evaluate.py's default
@@ -47,7 +44,7 @@ def timed(fn):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=200)
     parser.add_argument("--num-real", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=50)
@@ -74,8 +71,8 @@ def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
     from gan.checkpoint import load_generator
     from gan.evaluation.features import create_extractor
     from gan.evaluation.metrics import compute_metrics
-    from gan.evaluation.real_stats import real_images
-    from gan.evaluation.runner import EvalOptions, Session, resolve_settings, run_config
+    from gan.evaluation.real_stats import real_images, real_stats
+    from gan.evaluation.runner import EvalOptions, Evaluator, resolve_settings, run_config
     from gan.samples import generate_images
 
     accelerator = Accelerator()
@@ -84,17 +81,23 @@ def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
                        kid_subset_size=min(100, args.num_samples, args.num_real))  # fmt: skip
     cfg = run_config(opts, accelerator)
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
-    session = Session(accelerator, opts, cfg, settings, weights, layers)
+    layer = layers["fid"]
 
     # ---- real-data statistics: computed once (the private cache starts empty), then loaded
     images = real_images(cfg, args.num_real)
-    session.extractor = create_extractor(weights, ["2048"], accelerator.device)
-    miss, _ = timed(lambda: session_real(session, images))
-    assert not session.real.from_cache
-    hit = [timed(lambda: session_real(session, images))[0] for _ in range(3)]
-    assert session.real.from_cache
+    extractor = create_extractor(weights, sorted(set(layers.values())), accelerator.device)
+
+    def statistics():
+        return real_stats(cfg, images, extractor, weights.tag, layer, args.batch_size, accelerator)
+
+    miss, real = timed(statistics)
+    assert not real.from_cache
+    hit = [timed(statistics)[0] for _ in range(3)]
+    assert statistics().from_cache
 
     # ---- per checkpoint: the evaluator against torch-fidelity's raw extraction of the same images
+    evaluator = Evaluator(accelerator, opts, cfg, settings, weights, layers)
+    evaluator.prepare()  # its extractor, and the real statistics from the cache, as on a first checkpoint
     G, _, _ = load_generator(ckpt_path)
     gen = torch.Generator().manual_seed(opts.seed)
     z = torch.randn(args.num_samples, G.z_dim, generator=gen)
@@ -102,11 +105,11 @@ def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
     dataset = Images(fakes.expand(-1, 3, -1, -1).contiguous())
     ours, raw = [], []
     for _ in range(args.repeats):
-        ours.append(timed(lambda: session.report(session.evaluate(20, ckpt_path)))[0])
-        seconds, fake = timed(lambda: get_featuresdict_from_dataset(dataset, session.extractor, args.batch_size,
+        ours.append(timed(lambda: evaluator.report(evaluator.evaluate(20, ckpt_path)))[0])
+        seconds, fake = timed(lambda: get_featuresdict_from_dataset(dataset, extractor, args.batch_size,
                                                                      False, True, False))  # fmt: skip
         raw.append(seconds)
-    metric_s = min(timed(lambda: compute_metrics(fake, session.real, settings, layers))[0] for _ in range(2))
+    metric_s = min(timed(lambda: compute_metrics(fake, real, settings, layers))[0] for _ in range(2))
     return {"device": str(accelerator.device), "threads": torch.get_num_threads(), "weights": weights.tag,
             "num_samples": args.num_samples, "num_real": args.num_real, "batch_size": args.batch_size,
             "evaluator_s": ours, "raw_s": raw, "metrics_s": metric_s, "real_miss_s": miss, "real_hit_s": hit}  # fmt: skip
@@ -144,15 +147,6 @@ class Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.images[i]
-
-
-def session_real(session, images):
-    """The real statistics as Session.prepare gets them (cache first)."""
-    from gan.evaluation.real_stats import real_stats
-
-    session.real = real_stats(session.cfg, images, session.extractor, session.weights.tag, "2048",
-                              session.opts.batch_size, session.accelerator)  # fmt: skip
-    return session.real
 
 
 def fmt(values) -> str:

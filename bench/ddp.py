@@ -7,7 +7,6 @@ but the first. Interpreter start-up, the gloo rendezvous and the final checkpoin
 the windows.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -15,17 +14,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.measure import logged_rates
 from bench.training import ROOT
+from gan.files import read_jsonl
+from gan.run_folder import RunFolder
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
-
-
-def logged_rates(windows: list[dict]) -> dict:
-    """The mean and the fastest of the log windows after the first, from each one's train/img_per_s."""
-    later = [w["train/img_per_s"] for w in windows[1:] if w.get("train/img_per_s")]
-    if not later:
-        return {}
-    return {"steady_img_per_s": len(later) / sum(1 / rate for rate in later), "best_window_img_per_s": max(later)}
 
 
 def free_port() -> int:
@@ -46,8 +40,7 @@ def launch(preset: str, processes: int, threads: int, steps: int, log_every: int
         cmd = [*launcher, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
                f"train.steps={steps}", f"train.log_every={log_every}", "wandb.mode=disabled"]  # fmt: skip
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-        log = run_dir / "train_log.jsonl"
-        windows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        windows = read_jsonl(RunFolder(run_dir).train_log)
     if proc.returncode != 0:
         return {"error": f"exit code {proc.returncode}: {proc.stderr[-300:]}"}
     return logged_rates(windows) | {"processes": processes, "threads_per_process": threads}

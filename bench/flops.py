@@ -9,6 +9,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.measure import cpu_flags
+
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matmul instructions
+
 
 class _GlobalOnly:
     """Stands in for FlopCounterMode's per-module tracker: everything is counted under 'Global'."""
@@ -37,10 +41,10 @@ COUNT_BATCH = 8  # images per batch while counting: the counted ops are linear i
 def count_step_flops(cfg) -> dict:
     """FLOPs of one D step and one G step of our loop (gan.steps), per image of the preset's batch.
 
-    The steps run once for real on the CPU, on a batch of COUNT_BATCH: every counted op is linear in
-    the batch (per-image counts at batch 8 and 64 agree exactly for every preset), and a small batch
-    keeps the ResNet presets' count to seconds. `per_image` is per image of a G step's batch, the
-    unit of img/s: (n_critic D steps + 1 G step) / batch.
+    The steps run once for real on the CPU, on a batch of COUNT_BATCH: every counted op (a matmul or
+    convolution over the batch dimension) is linear in the batch, and a small batch keeps the ResNet
+    presets' count short. `per_image` is per image of a G step's batch, the unit of img/s:
+    (n_critic D steps + 1 G step) / batch.
     """
     from accelerate import Accelerator
 
@@ -83,15 +87,21 @@ def matmul_peak(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> dict:
 
 class PeakMeter:
     """The machine's matmul peak, sampled again and again through the run (before every alternated
-    round) and kept as the fastest sample: other jobs on the machine can only slow a sample down."""
+    round) and kept as the fastest sample: other jobs on the machine can only slow a sample down.
+
+    bf16 is sampled only on a CPU with bf16 matmul instructions (NATIVE_BF16): elsewhere torch
+    emulates bf16 matmuls, orders of magnitude slower than fp32, and a sample would take minutes.
+    """
 
     def __init__(self, n: int = 2048):
         self.n = n
-        self.samples: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        native_bf16 = bool(cpu_flags() & set(NATIVE_BF16))
+        self.dtypes = {"fp32": torch.float32} | ({"bf16": torch.bfloat16} if native_bf16 else {})
+        self.samples: dict[str, list[float]] = {name: [] for name in self.dtypes}
 
     def sample(self, repeats: int = 3) -> None:
-        self.samples["fp32"].append(matmul_peak(self.n, torch.float32, repeats)["flop_per_s"])
-        self.samples["bf16"].append(matmul_peak(self.n, torch.bfloat16, repeats)["flop_per_s"])
+        for name, dtype in self.dtypes.items():
+            self.samples[name].append(matmul_peak(self.n, dtype, repeats)["flop_per_s"])
 
     @property
     def fp32(self) -> float:

@@ -1,9 +1,9 @@
 """GPU benchmark: training throughput, MFU and memory per precision and compile setting; the
 evaluator's Inception throughput and the FID drift TF32 brings. One script, for a short GPU lease.
 
-python bench/gpu.py [--out bench/gpu_results.json] [--budget-s 400] [--batches 64,256] [--quick]
-python bench/gpu.py --compiled dcgan_cifar10:64:bf16:default,...   # compiled cells only (MODE: a torch.compile mode)
-python bench/gpu.py --readme   # rewrite docs/performance.md's GPU tables from the results file
+python -m bench.gpu [--out bench/gpu_results.json] [--budget-s 400] [--batches 64,256] [--quick]
+python -m bench.gpu --compiled dcgan_cifar10:64:bf16:default,...   # compiled cells only (MODE: a torch.compile mode)
+python -m bench.gpu --readme   # rewrite docs/performance.md's GPU tables from the results file
 
 Sections, in the order they run (results are written after every measurement, so a run cut short
 keeps what it measured; the compile cells come last and stop at the budget):
@@ -29,16 +29,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.flops import count_step_flops  # noqa: E402
-from bench.reference_loops import Variant  # noqa: E402
-from bench.training import ROOT, minimal, ours, preset_config  # noqa: E402
+from bench.flops import count_step_flops
+from bench.reference_loops import Variant
+from bench.training import ROOT, minimal, ours, preset_config
 
 PRESETS = {"dcgan_cifar10": (400, 100), "sngan_cifar10": (80, 20)}  # G steps, log window (first = warm-up)
 BATCHES = (64, 256)
 PRECISIONS = ("fp32-tf32", "bf16", "fp16")
 DRIFT_LIMIT = 1e-4  # relative FID drift under which TF32 would be kept for Inception
+INCEPTION_BATCH = 250  # images per Inception batch in the evaluator section
 # the card's dense tensor-core peaks from its datasheet, FLOP/s (H100 SXM and H200 share them)
 DATASHEET = {"bf16": 989.4e12, "fp16": 989.4e12, "fp32-tf32": 494.7e12}
 
@@ -119,17 +118,15 @@ def minimal_cell(batch: int, precision: str, quick: bool) -> dict:
 
 def evaluator_section(num: int, quick: bool) -> dict:
     """Strict fp32 against TF32 Inception on the same real and generated images."""
-    from accelerate import Accelerator
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 
     from gan.checkpoint import load_generator
     from gan.data import build_data
-    from gan.evaluation import features
+    from gan.evaluation.features import create_extractor
     from gan.evaluation.inception import resolve_weights
     from gan.train_loop import train
 
-    accelerator = Accelerator()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = preset_config("dcgan_mnist", f"train.steps={50 if quick else 1500}", "wandb.mode=disabled")
         t0 = time.perf_counter()
@@ -137,18 +134,17 @@ def evaluator_section(num: int, quick: bool) -> dict:
         train_s = time.perf_counter() - t0
         G, _, _ = load_generator(Path(tmp) / "run", DEVICE)
     weights = resolve_weights(None)
-    extractor = features.create_extractor(weights, ["2048"], accelerator.device)
+    extractor = create_extractor(weights, ["2048"], DEVICE)
     real = build_data(cfg).images[:num]
     z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(0))
     labels = torch.zeros(num, dtype=torch.long)
     out = {"num_real": len(real), "num_generated": num, "weights": weights.tag, "g_train_s": train_s,
            "g_steps": cfg.train.steps}  # fmt: skip
     for tf32 in (False, True, False):  # strict fp32 twice: the first pass also warms cuDNN up
-        features.INCEPTION_TF32 = tf32
         sync()
         start = time.perf_counter()
-        real_f = features.image_features(extractor, real, 250, accelerator)["2048"]
-        fake_f = features.generated_features(G, extractor, z, labels, 250, accelerator)["2048"]
+        real_f = inception_features(extractor, image_batches(real), tf32)
+        fake_f = inception_features(extractor, generated_batches(G, z, labels), tf32)
         seconds = time.perf_counter() - start
         fid = fid_statistics_to_metric(fid_features_to_statistics(fake_f), fid_features_to_statistics(real_f),
                                        verbose=False)[KEY_METRIC_FID]  # fmt: skip
@@ -156,7 +152,6 @@ def evaluator_section(num: int, quick: bool) -> dict:
                                      verbose=False)[KEY_METRIC_KID_MEAN]  # fmt: skip
         out["tf32" if tf32 else "fp32"] = {"img_per_s": (len(real) + num) / seconds, "fid": float(fid),
                                            "kid": float(kid), "features": (real_f, fake_f)}  # fmt: skip
-    features.INCEPTION_TF32 = False
     fp32, tf32 = out["fp32"], out["tf32"]
     pairs = zip(fp32["features"], tf32["features"], strict=True)
     out["feature_max_abs_diff"] = float(max((a - b).abs().max() for a, b in pairs))
@@ -169,8 +164,36 @@ def evaluator_section(num: int, quick: bool) -> dict:
     return out
 
 
+def image_batches(images: torch.Tensor):
+    for i in range(0, len(images), INCEPTION_BATCH):
+        yield images[i : i + INCEPTION_BATCH].to(DEVICE)
+
+
+def generated_batches(G, z: torch.Tensor, labels: torch.Tensor):
+    """G's images quantised to uint8, as the evaluator feeds them to Inception."""
+    from gan.data import to_uint8
+
+    for i in range(0, len(z), INCEPTION_BATCH):
+        yield to_uint8(G(z[i : i + INCEPTION_BATCH].to(DEVICE), labels[i : i + INCEPTION_BATCH].to(DEVICE)))
+
+
+@torch.no_grad()
+def inception_features(extractor, batches, tf32: bool) -> torch.Tensor:
+    """The 2048-d features of uint8 image batches, extracted as gan.evaluation.features does per
+    batch, with PyTorch's TF32 switches set to `tf32` meanwhile (then restored)."""
+    from gan.evaluation.features import extract
+    from gan.train_loop import set_tf32
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_tf32(tf32)
+    try:
+        return torch.cat([extract(extractor, batch)["2048"] for batch in batches])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_results.json")
     parser.add_argument("--budget-s", type=float, default=400.0, help="start no compile cell after this")
     parser.add_argument("--quick", action="store_true", help="a few steps per cell: checks the script")
@@ -184,7 +207,7 @@ def main() -> None:
         update_gpu_section(json.loads(args.out.read_text()))
         return
     if DEVICE != "cuda" and not args.quick:
-        raise SystemExit("error: bench/gpu.py needs a CUDA GPU (on a CPU, --quick only checks the script)")
+        raise SystemExit("error: python -m bench.gpu needs a CUDA GPU (on a CPU, --quick only checks the script)")
     os.environ.setdefault("WANDB_MODE", "disabled")
     start = time.perf_counter()
     res = Results(args.out)
@@ -211,7 +234,7 @@ def main() -> None:
 
     def run_train(compiled: bool) -> None:
         cells = [(p, b, x) for p in PRESETS for b in batches for x in PRECISIONS]
-        if compiled:  # compiling takes a minute per cell: the largest batch and bf16 first
+        if compiled:  # each cell compiles afresh, so the budget runs out: the largest batch and bf16 first
             cells.sort(key=lambda c: (c[0] != "dcgan_cifar10", -c[1], PRECISIONS.index(c[2]) != 1))
         for preset, batch, precision in cells:
             if precision == "fp16" and DEVICE == "cpu":

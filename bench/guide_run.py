@@ -1,11 +1,12 @@
 """The guide's own training loop, saved as a run folder that `evaluate.py` scores like any other run.
 
-python bench/guide_run.py --run-dir runs/quality/guide [--steps N]
+python -m bench.guide_run --run-dir runs/quality/guide [--steps N]
 
 Trains `bench.reference_loops.GuideGAN` (the guide's code as written) on the embedded 5,000 digits
 until --steps or SIGTERM, then writes RUN_DIR/config.yaml (the `vanilla_mnist` preset, whose
-networks are the guide's) and one checkpoint whose G and D hold the guide's weights. D's final
-Sigmoid has no weights, so the same tensors load into our `mlp` networks. On SIGTERM it exits 75,
+networks and optimizers are the guide's) and one checkpoint in train.py's format whose G, D and
+Adam states are the guide's. D's final Sigmoid has no weights, so the same tensors load into our
+`mlp` networks. On SIGTERM it exits 75,
 as train.py does, so `bench/quality.py` gives both loops the same wall-clock budget.
 """
 
@@ -14,19 +15,18 @@ import signal
 import sys
 from pathlib import Path
 
+import torch
+
+from bench.reference_loops import GuideGAN
+from gan.checkpoint import resolve_checkpoint, training
+from gan.config import load_config
+from gan.data import mnist5k
+from gan.errors import EXIT_PREEMPTED
+from gan.networks import build_networks
+from gan.run_folder import open_run_dir
+from gan.steps import Nets
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench.reference_loops import GuideGAN  # noqa: E402
-from gan import checkpoint as ckpt  # noqa: E402
-from gan.config import load_config, to_dict  # noqa: E402
-from gan.data import mnist5k  # noqa: E402
-from gan.networks import build_networks  # noqa: E402
-from gan.run_folder import open_run_dir  # noqa: E402
-from gan.train_loop import EXIT_PREEMPTED  # noqa: E402
-
 PRESET = ROOT / "configs" / "vanilla_mnist.yaml"
 
 
@@ -50,22 +50,33 @@ def ours(module: torch.nn.Module, network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+def adam_holding(optimizer: torch.optim.Adam, module: torch.nn.Module) -> torch.optim.Adam:
+    """An Adam over our module's parameters holding `optimizer`'s state (the same parameters, in order)."""
+    adam = torch.optim.Adam(module.parameters())
+    adam.load_state_dict(optimizer.state_dict())
+    return adam
+
+
 def save(run_dir: Path, gan: GuideGAN, step: int) -> Path:
+    """A checkpoint as train.py writes one (gan.checkpoint.training.save), of our networks and Adam
+    optimizers holding the guide's weights and Adam state after `step` steps of one batch each."""
+    from accelerate import Accelerator
+
     cfg = load_config(str(PRESET), ["wandb.mode=disabled"])
     lock = open_run_dir(run_dir, cfg)
     try:
         G, D = build_networks(cfg, num_classes=0)
-        tmp = ckpt.begin_save(run_dir, step)
-        networks = {"G": ours(gan.generator, G), "D": ours(gan.discriminator, D)}
-        state = {"step": step, "config": to_dict(cfg), "num_classes": 0}
-        meta = {"step": step, "kimg": step * gan.batch_size / 1000, "network": "guide", "has_ema": False}
-        return ckpt.finish_save(run_dir, tmp, step, networks, state, meta)
+        G, D = ours(gan.generator, G), ours(gan.discriminator, D)
+        opt_G, opt_D = adam_holding(gan.optimizer_G, G), adam_holding(gan.optimizer_D, D)
+        nets = Nets(G, D, None, opt_G, opt_D, z_dim=G.z_dim)
+        training.save(Accelerator(), run_dir, cfg, nets, training.TrainState(step=step, batches_seen=step))
     finally:
         lock.release()
+    return resolve_checkpoint(run_dir).path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.guide_run", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a new folder for the run")
     parser.add_argument("--steps", type=int, help="stop after this many steps (default: at SIGTERM)")
     args = parser.parse_args()

@@ -105,6 +105,16 @@ def alternate(candidates: dict[str, Callable[[], dict]], repeats: int, log=print
     return runs
 
 
+def logged_rates(windows: list[dict]) -> dict:
+    """Rates from the train/img_per_s our loop logs per window (train_log.jsonl), the first window
+    ending the warm-up: the mean over all later windows, and the fastest single window."""
+    later = [w["train/img_per_s"] for w in windows[1:] if w.get("train/img_per_s")]
+    if not later:
+        return {}
+    return {"steady_img_per_s": len(later) / sum(1 / rate for rate in later), "best_window_img_per_s": max(later),
+            "windows": len(later)}  # fmt: skip
+
+
 RATES = ("steady_img_per_s", "steady_cpu_img_per_s", "best_window_img_per_s", "best_window_cpu_img_per_s")
 
 

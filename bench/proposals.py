@@ -1,84 +1,97 @@
-"""Changes to gan/ measured against the loop as it is: each is a context manager that patches our
-loop for one run of the bench (the study's "ours + ..." rows), and restores it after.
+"""Changes to gan/ measured before they are made: our loop's step, assembled here from the
+package's public pieces, with switches the package does not have.
 
-- adam_with(fused=False, ...): build_nets's Adam with these arguments instead of its own;
-- step_grad_norms(): both gradient norms every step, as the loop did before (it now takes them
-  at the log steps only);
-- channels_last_networks(): G and D in NHWC memory format after build_networks;
-- running_means(): RunningMeans below in place of gan.tracking.WindowMeans.
+`step_loop` runs, step after step, what gan.train_loop's loop runs: n_critic `d_step`s and one
+`g_step` (gan.steps), `update_ema`, both gradient norms at the log steps, the window means
+(gan.tracking.WindowMeans), read at every log step. Its networks and optimizers are those
+gan.train_loop.build_nets builds, its batches those of gan.train_loop.real_batches. It writes no
+run folder: no train_log.jsonl, sample grids or checkpoints. `Proposal()` is that step as the
+package runs it, the baseline of the study's rows; each field changes one thing:
+
+- adam: the optimizers rebuilt as torch.optim.Adam with torch's default implementation, or
+  foreach=True, instead of build_nets's fused=True;
+- grad_norms_every_step: both gradient norms every step, averaged into the window means;
+- channels_last: G, D and G_ema in NHWC memory format;
+- running_means: RunningMeans below in place of gan.tracking.WindowMeans.
 """
 
-from contextlib import contextmanager
+import time
+from dataclasses import dataclass
 
 import torch
 
-
-@contextmanager
-def patched(obj, name: str, value):
-    original = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, original)
+# torch.optim.Adam's arguments per implementation; "default": torch's choice (a per-parameter loop on the CPU)
+ADAM_ARGS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "default": {}}
 
 
-@contextmanager
-def adam_with(**extra):
-    """torch.optim.Adam, as gan.train_loop.build_nets calls it, with `extra` arguments (foreach, fused) winning."""
-    original = torch.optim.Adam
-
-    class PatchedAdam(original):
-        def __init__(self, params, **kwargs):
-            super().__init__(params, **(kwargs | extra))
-
-    with patched(torch.optim, "Adam", PatchedAdam):
-        yield
+@dataclass(frozen=True)
+class Proposal:
+    adam: str = "fused"  # a key of ADAM_ARGS; fused is what build_nets builds
+    grad_norms_every_step: bool = False  # False: at the log steps only, as the loop does
+    channels_last: bool = False
+    running_means: bool = False  # False: gan.tracking.WindowMeans
 
 
-@contextmanager
-def channels_last_networks():
-    from gan import train_loop
+def step_loop(cfg, steps: int, log_every: int, proposal: Proposal = Proposal()) -> list[tuple[float, float]]:
+    """`steps` G steps of cfg's training step; (wall, CPU) time marks at every log step."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
-    original = train_loop.build_networks
+    from gan.data import build_data, make_dataloader, to_float
+    from gan.losses import build_loss
+    from gan.steps import d_step, g_step, grad_norm, update_ema
+    from gan.tracking import WindowMeans
+    from gan.train_loop import build_nets, real_batches
 
-    def build(*args, **kwargs):
-        return tuple(net.to(memory_format=torch.channels_last) for net in original(*args, **kwargs))
+    seeded = DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed)
+    accelerator = Accelerator(dataloader_config=seeded)  # the loop's sampler, without its trackers
+    set_seed(cfg.train.seed, device_specific=True)
+    data = build_data(cfg)
+    if cfg.data.on_device:
+        data = data.to(accelerator.device)
+    nets, loader = build_nets(cfg, data.num_classes, accelerator, make_dataloader(data, cfg.train.batch_size))
+    apply(proposal, nets, cfg, accelerator)
+    loss_fn = build_loss(cfg)
+    means = (RunningMeans if proposal.running_means else WindowMeans)(accelerator.device)
+    batches = real_batches(loader, accelerator, batches_seen=0)
+    sync = torch.cuda.synchronize if accelerator.device.type == "cuda" else (lambda: None)
+    marks, batches_seen = [], 0
+    for step in range(1, steps + 1):
+        for _ in range(cfg.train.n_critic):
+            real_uint8, labels = next(batches)
+            stats = d_step(nets, loss_fn, to_float(real_uint8), labels, accelerator, batches_seen)
+            batches_seen += 1
+        stats |= g_step(nets, loss_fn, len(real_uint8), labels, accelerator)
+        update_ema(nets, accelerator)
+        if proposal.grad_norms_every_step or step % log_every == 0:
+            stats |= {"grad_norm/G": grad_norm(nets.G), "grad_norm/D": grad_norm(nets.D)}
+        means.update(stats)
+        if step % log_every == 0:
+            means.compute()
+            sync()  # on a GPU, the window's kernels end before its mark
+            marks.append((time.perf_counter(), time.process_time()))
+    return marks
 
-    with patched(train_loop, "build_networks", build):
-        yield
 
-
-@contextmanager
-def running_means():
-    from gan import train_loop
-
-    with patched(train_loop, "WindowMeans", RunningMeans):
-        yield
-
-
-@contextmanager
-def step_grad_norms():
-    """Both gradient norms computed every step (then dropped; their MeanMetric updates not counted)."""
-    from gan import train_loop
-
-    original = train_loop.update_ema
-
-    def update_ema_and_norms(nets, accelerator):
-        original(nets, accelerator)
-        train_loop.grad_norm(nets.G), train_loop.grad_norm(nets.D)
-
-    with patched(train_loop, "update_ema", update_ema_and_norms):
-        yield
+def apply(proposal: Proposal, nets, cfg, accelerator) -> None:
+    """Change the prepared networks and optimizers of build_nets in place, as `proposal` says."""
+    if proposal.channels_last:  # in place: the optimizers keep the same Parameter objects
+        for net in (nets.G, nets.D, nets.G_ema):
+            if net is not None:
+                net.to(memory_format=torch.channels_last)
+    if proposal.adam != Proposal.adam:
+        args = {"betas": tuple(cfg.optim.betas), **ADAM_ARGS[proposal.adam]}
+        G, D = accelerator.unwrap_model(nets.G), accelerator.unwrap_model(nets.D)
+        nets.opt_G = accelerator.prepare(torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, **args))
+        nets.opt_D = accelerator.prepare(torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, **args))
 
 
 class RunningMeans:
     """Proposed gan.tracking.WindowMeans: the same interface and means, without torchmetrics.
 
     A running sum per scalar (one tensor add per scalar and step, no host sync); compute() sums
-    across processes in one all-reduce and reads the sums once. torchmetrics' MeanMetric.update
-    costs ~65 us of Python per call here (cProfile), ~0.4 ms for a step's six scalars: ~2% of the
-    vanilla preset's step, below what this shared machine resolves.
+    across processes in one all-reduce and reads the sums once, where torchmetrics' MeanMetric
+    runs its Python update per scalar and step.
     """
 
     def __init__(self, device):

@@ -1,6 +1,6 @@
 """Sample quality after a fixed wall-clock budget: train each MNIST preset, then FID by the evaluator.
 
-python bench/quality.py [--minutes 10] [--presets a,b] [--num-samples 2000] [--out runs/quality]
+python -m bench.quality [--minutes 10] [--presets a,b] [--num-samples 2000] [--out runs/quality]
 
 For each preset: `python train.py --config configs/P.yaml --run-dir OUT/P` (one process, every
 core) runs with an unreachable train.steps; after --minutes of wall time from its launch it gets
@@ -22,16 +22,20 @@ import sys
 import time
 from pathlib import Path
 
+from gan.checkpoint import resolve_checkpoint
+from gan.errors import EXIT_PREEMPTED
+from gan.files import read_jsonl
+from gan.run_folder import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist"]
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
-EXIT_PREEMPTED = 75
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
 
 
 def train_command(preset: str, run_dir: Path) -> list[str]:
     if preset == GUIDE:
-        return [sys.executable, "bench/guide_run.py", "--run-dir", str(run_dir)]
+        return [sys.executable, "-m", "bench.guide_run", "--run-dir", str(run_dir)]
     return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
             f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
 
@@ -61,7 +65,7 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     wall = time.monotonic() - start
     if code != EXIT_PREEMPTED:
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
-    meta = json.loads(max((run_dir / "checkpoints").glob("step-*/meta.json")).read_text())
+    meta = resolve_checkpoint(run_dir).meta  # the newest checkpoint: the one written at SIGTERM
     return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(),
             "precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
 
@@ -71,14 +75,11 @@ def evaluate(run_dir: Path, num_samples: int, log) -> float:
            "--checkpoints", "latest"]  # fmt: skip
     env = dict(os.environ, WANDB_MODE="disabled")
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    records = [
-        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
-    ]
-    return records[-1]["fid"]
+    return read_jsonl(RunFolder(run_dir).metrics)[-1]["fid"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall time per preset")
     parser.add_argument("--presets", default=",".join(MNIST_PRESETS),
                         help=f"comma-separated preset names; {GUIDE!r} is the guide's own loop")  # fmt: skip
@@ -106,7 +107,7 @@ def main() -> None:
         print(f"| `{preset}` | {r['threads']} | {r['steps']:,} | {r['kimg']:.0f} | {r['fid']:.1f} |")
     extra = f" --threads {args.threads}" if args.threads else ""
     extra += f" --mixed-precision {args.mixed_precision}" if args.mixed_precision != "no" else ""
-    print(f"\ncommand: python bench/quality.py --minutes {args.minutes:g} --presets {args.presets} "
+    print(f"\ncommand: python -m bench.quality --minutes {args.minutes:g} --presets {args.presets} "
           f"--num-samples {args.num_samples}{extra}")  # fmt: skip
 
 

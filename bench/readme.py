@@ -1,8 +1,9 @@
-"""bench/results.json as Markdown: the tables `bench/run.py` prints and writes into docs/performance.md.
+"""bench/results.json as Markdown: the tables `python -m bench.run` prints and writes into docs/performance.md.
 
-`python bench/run.py --readme` replaces the text between that page's `<!-- perf -->` and
-`<!-- /perf -->` markers with `render(results)`; nothing else in the page changes. `bench/gpu.py
---readme` writes its tables between the same page's `<!-- gpu -->` markers (bench/readme_gpu.py).
+`python -m bench.run --readme` replaces the text between that page's `<!-- perf -->` and
+`<!-- /perf -->` markers with `render(results)`; nothing else in the page changes. `python -m
+bench.gpu --readme` writes its tables between the same page's `<!-- gpu -->` markers
+(bench/readme_gpu.py).
 """
 
 import re
@@ -12,7 +13,8 @@ from gan.errors import GanError
 
 PERFORMANCE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 BEGIN, END = "<!-- perf -->", "<!-- /perf -->"
-TARGETS = {"dcgan_mnist": ("minimal", 0.95), "vanilla_mnist": ("guide", 1.3)}  # the issue's targets
+# preset -> (reference loop, the least ratio of our steady rate to the reference's that we accept)
+TARGETS = {"dcgan_mnist": ("minimal", 0.95), "vanilla_mnist": ("guide", 1.3)}
 REFERENCE_NAMES = {"minimal": "the minimal hand-written loop", "guide": "the guide's original loop"}
 
 
@@ -40,7 +42,8 @@ def steady(run: dict | None) -> float | None:
 
 def machine_lines(r: dict) -> list[str]:
     m, peak = r["machine"], r["peak"]
-    mode = "`python bench/run.py --quick`" if r["quick"] else "`python bench/run.py`"
+    bf16 = peak.get("bf16", {}).get("flop_per_s")  # not sampled on a CPU without bf16 instructions
+    mode = "`python -m bench.run --quick`" if r["quick"] else "`python -m bench.run`"
     loads = f"{m['load_average_start']} at the start, {m.get('load_average_end', '-')} at the end"
     return [
         f"Measured by {mode} on {r['date']}: **{m['cpu']}**, {m['cores']} cores ({', '.join(m['simd'])}), "
@@ -51,7 +54,7 @@ def machine_lines(r: dict) -> list[str]:
         "",
         f"Peak, measured in the same run: a {peak['fp32']['n']}² fp32 matmul, timed before every alternated round "
         f"({peak['fp32']['samples']} samples), at best **{fmt(peak['fp32']['flop_per_s'] / 1e9, 1)} GFLOP/s** "
-        f"(median {fmt(peak['fp32']['median_flop_per_s'] / 1e9, 1)}); bf16: {fmt(peak['bf16']['flop_per_s'] / 1e9, 1)}. "
+        f"(median {fmt(peak['fp32']['median_flop_per_s'] / 1e9, 1)}); bf16: {fmt(bf16 and bf16 / 1e9, 1)}. "
         "MFU is the step's counted FLOPs (FlopCounterMode: matmuls and convolutions, forward and backward, "
         "n_critic D steps + 1 G step) times img/s, over the best fp32 sample.",
         "",
@@ -102,7 +105,8 @@ def preset_rows(r: dict) -> list[str]:
         "img/s: images of the G steps' batches per second in the fastest window of steps after a first "
         "window of warm-up, over all alternated rounds (our loop: its log windows, `train.log_every` = a "
         "quarter of the run; the references: as many steps). *by CPU time*: the same per second of the "
-        "process's CPU time. *end to end*: whole runs of the length shown, set-up, data loading, one "
+        "process's CPU time, where both runs give it (-: our loop's train_log.jsonl holds wall time only). "
+        "*end to end*: whole runs of the length shown, set-up, data loading, one "
         "checkpoint and one sample grid included. Peak RSS: the process's high-water mark during the run "
         "(torch and the libraries included; reset before each run).",
     ]
@@ -121,7 +125,7 @@ def target_lines(r: dict) -> list[str]:
         value = ratio(steady(runs["ours"]), steady(runs[ref]))
         verdict = "met" if value and value >= target else "**not met**"
         lines.append(f"- {preset}: {fmt(value, 2, 'x')} {REFERENCE_NAMES[ref]} (target >= {target}x): {verdict}.")
-    return (["The issue's targets (fastest windows, as in the table):", "", *lines, ""]) if lines else []
+    return (["Throughput targets (fastest windows, as in the table):", "", *lines, ""]) if lines else []
 
 
 def study_rows(r: dict) -> list[str]:
@@ -131,13 +135,15 @@ def study_rows(r: dict) -> list[str]:
     nets = list(study)
     header = "| variant | " + " | ".join(f"{n} img/s | x baseline | by CPU time" for n in nets) + " |"
     rows = ["CPU optimisations one at a time in the minimal loop (steady state), then the winners together, "
-            "then in our loop (through Accelerate's settings, or with build_nets patched by the bench):", "",
-            header, "|---|" + "---|---|---|" * len(nets)]  # fmt: skip
-    for group, base in (("minimal", "baseline"), ("combined", "baseline"), ("ours", "ours")):
+            "then in our loop (through Accelerate's settings), then changes to our step that the package has no "
+            "switch for (bench/proposals.py: the step assembled from the package's pieces); each group's ratios "
+            "are to its first row:", "", header, "|---|" + "---|---|---|" * len(nets)]  # fmt: skip
+    for group in ("minimal", "combined", "ours", "proposals"):
         for name in dict.fromkeys(name for n in nets for name in study[n].get(group, {})):
             cells = []
             for n in nets:
                 runs = study[n].get(group, {})
+                base = next(iter(runs), None)
                 run = runs.get(name)
                 if run is None:
                     cells.append("n/a | | ")

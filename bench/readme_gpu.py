@@ -73,7 +73,7 @@ def render(r: dict) -> str:
 
     best64, best256 = best_bf16(64), best_bf16(256)
     lines = [
-        f"Measured by `python bench/gpu.py` on **{r['device']}** (torch {r['torch']}). Matmul peaks measured in "
+        f"Measured by `python -m bench.gpu` on **{r['device']}** (torch {r['torch']}). Matmul peaks measured in "
         f"the same run (8192³): bf16 {fmt(peak['bf16'] / 1e12, 0)}, fp16 {fmt(peak['fp16'] / 1e12, 0)}, TF32 "
         f"{fmt(peak['fp32-tf32'] / 1e12, 0)}, fp32 {fmt(peak['fp32'] / 1e12, 0)} TFLOP/s. MFU is the step's counted "
         "FLOPs times img/s over the matmul peak of the cell's precision (fp32-tf32 cells: the TF32 peak). "

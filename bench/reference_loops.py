@@ -4,8 +4,9 @@
   DataLoader, MLP G/D with a Sigmoid output and BCELoss, Adam 2e-4, noise dimension 784.
 - `minimal_loop`: a minimal hand-written PyTorch loop over any (G, D) pair: data as one float
   tensor indexed per batch, D frozen during G's backward, no EMA, logging or checkpoints. A
-  `StepSpec` matches a preset's step (loss, D steps per G step, WGAN-GP, labels, DiffAugment);
-  a `Variant` switches on one CPU optimisation or several (channels_last, compile, bf16, ...).
+  `StepSpec` matches a preset's step (gan.losses' loss and WGAN-GP penalty, D steps per G step,
+  labels, DiffAugment); a `Variant` switches on one CPU optimisation or several (channels_last,
+  compile, bf16, ...).
 
 Both return a `LoopTiming`: images per second over all `steps` generator steps timed end to end
 (set-up and data loading included), and, over the windows of `warmup` steps after the first
@@ -17,26 +18,17 @@ import io
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bench.measure import window_rates
+from gan.augment import DiffAugment
 from gan.data import ImageData, make_dataloader, mnist5k, to_float
-
-D_LOSSES = {  # (real outputs, fake outputs) -> D's loss
-    "bce": lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),  # BCE with logits vs 1 and 0
-    "hinge": lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
-    "wgan": lambda real, fake: fake.mean() - real.mean(),
-}
-G_LOSSES = {  # fake outputs -> G's loss
-    "bce": lambda fake: F.softplus(-fake).mean(),  # non-saturating
-    "hinge": lambda fake: -fake.mean(),
-    "wgan": lambda fake: -fake.mean(),
-}
+from gan.losses import GanLoss, NonSaturatingLoss, build_loss, gradient_penalty, interpolate
+from gan.steps import input_gradients
 
 
 @dataclass(frozen=True)
@@ -50,22 +42,18 @@ class LoopTiming:
 class StepSpec:
     """What one training step does, so that the minimal loop can match a preset's step."""
 
-    loss: str = "bce"  # a key of D_LOSSES
+    loss: GanLoss = field(default_factory=NonSaturatingLoss)  # gan.losses' loss, its WGAN-GP weight included
     n_critic: int = 1  # D steps per G step, each on its own real batch
-    gp_weight: float = 0.0  # WGAN-GP's lambda; 0 = no penalty
     conditional: bool = False  # pass the real batch's labels to G and D
     augment: tuple[str, ...] = ()  # DiffAugment policy applied to every input of D
 
     @classmethod
     def of(cls, cfg) -> "StepSpec":
-        return cls(cfg.loss.name, cfg.train.n_critic, cfg.loss.gp_weight, cfg.model.conditional,
-                   tuple(cfg.augment.policy))  # fmt: skip
+        return cls(build_loss(cfg), cfg.train.n_critic, cfg.model.conditional, tuple(cfg.augment.policy))
 
     @staticmethod
     def unsupported(cfg) -> str | None:
         """Why the minimal loop cannot reproduce this config's step, or None."""
-        if cfg.loss.name not in D_LOSSES:
-            return f"loss.name={cfg.loss.name} has no minimal reference step"
         if cfg.loss.r1_weight > 0:
             return "R1 has no minimal reference step"
         return None
@@ -213,20 +201,16 @@ def adam(module: nn.Module, lr: float, betas, variant: Variant) -> torch.optim.A
     return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, **kwargs)
 
 
-def gradient_penalty(D, real, fake, labels, augment) -> torch.Tensor:
-    """WGAN-GP's E[(|grad D(x_hat)| - 1)^2] on random interpolates of real and fake images."""
-    eps = torch.rand(len(real), 1, 1, 1, device=real.device)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grads,) = torch.autograd.grad(D(augment(x_hat), labels).float().sum(), x_hat, create_graph=True)
-    return (grads.flatten(1).norm(dim=1) - 1).square().mean()
+def wgan_gp(D, real, fake, labels, augment) -> torch.Tensor:
+    """gan.losses' WGAN-GP penalty on D's input gradients at interpolates of real and fake images."""
+    x_hat = interpolate(real, fake).requires_grad_(True)
+    return gradient_penalty(input_gradients(D(augment(x_hat), labels), x_hat, accelerator=None))
 
 
 def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-4, betas=(0.5, 0.999), *,
                  spec: StepSpec = StepSpec(), variant: Variant = Variant(), warmup: int = 0,
                  load: Callable[[], ImageData] = lambda: mnist5k(None)) -> LoopTiming:  # fmt: skip
     """`steps` G steps of `spec` on the images `load` returns (called inside the timed region)."""
-    from gan.augment import DiffAugment  # the same differentiable transforms as our step
-
     clock = Clock(steps, warmup, batch_size, variant.device)
     G, D = G.to(variant.device), D.to(variant.device)
     if variant.channels_last:
@@ -235,7 +219,7 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
     G_run, D_run = (torch.compile(G), torch.compile(D)) if variant.compile else (G, D)
     device_type = torch.device(variant.device).type
     autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if variant.bf16 else nullcontext
-    augment, d_loss_fn, g_loss_fn = DiffAugment(list(spec.augment)), D_LOSSES[spec.loss], G_LOSSES[spec.loss]
+    augment, loss, gp_weight = DiffAugment(list(spec.augment)), spec.loss, spec.loss.penalties.gp_weight
     batches = tensor_batches(load(), batch_size, variant)
     z_dim = G.z_dim
     for done in range(1, steps + 1):
@@ -246,16 +230,16 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
                 fake = G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)
             with autocast():
                 real_out, fake_out = D_run(augment(real), labels), D_run(augment(fake), labels)
-                d_loss = d_loss_fn(real_out.float(), fake_out.float())
-                if spec.gp_weight > 0:
-                    d_loss = d_loss + spec.gp_weight * gradient_penalty(D_run, real, fake.float(), labels, augment)
+                d_loss = loss.d_loss(real_out.float(), fake_out.float())
+                if gp_weight > 0:
+                    d_loss = d_loss + gp_weight * wgan_gp(D_run, real, fake.float(), labels, augment)
             opt_D.zero_grad(set_to_none=variant.set_to_none)
             d_loss.backward()
             opt_D.step()
         D.requires_grad_(False)  # G's backward needs D's input gradients only
         with autocast():
-            g_loss = g_loss_fn(D_run(augment(G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)),
-                                     labels).float())
+            fake = G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)
+            g_loss = loss.g_loss(D_run(augment(fake), labels).float())
         opt_G.zero_grad(set_to_none=variant.set_to_none)
         g_loss.backward()
         opt_G.step()

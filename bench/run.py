@@ -1,7 +1,7 @@
 """The benchmark harness: training, FLOPs, MFU, evaluator and memory, every figure a ratio from one run.
 
-python bench/run.py [--quick] [--ddp N] [--presets a,b] [--sections presets,study,evaluator]
-python bench/run.py --readme          # rewrite docs/performance.md's CPU tables from bench/results.json
+python -m bench.run [--quick] [--ddp N] [--presets a,b] [--sections presets,study,evaluator]
+python -m bench.run --readme          # rewrite docs/performance.md's CPU tables from bench/results.json
 
 Sections, each measured side by side (candidates alternated A, B, A, B; best of the rounds):
 - presets: every preset in configs/ in our loop (gan.train_loop.train, in-process, W&B disabled)
@@ -11,7 +11,9 @@ Sections, each measured side by side (candidates alternated A, B, A, B; best of 
   run on the embedded digits at 32 px RGB (no download here).
 - study: the CPU optimisations (channels_last, torch.compile, bf16 autocast, foreach/fused Adam,
   zero_grad, .item(), DataLoader, threads) one at a time in the minimal loop on the vanilla and
-  DCGAN networks, the winners together, and bf16 / compile in our loop through Accelerate.
+  DCGAN networks, the winners together, bf16 / compile in our loop through Accelerate, and the
+  changes of bench/proposals.py (Adam's implementation, gradient norms every step, channels_last,
+  RunningMeans) in our step assembled from the package's pieces.
 - evaluator: bench/bench_evaluate.py's measurement (the evaluator against torch-fidelity's raw
   Inception feature extraction of the same images).
 - --ddp N: `accelerate launch` with N CPU processes (gloo) against 1 process, same per-process batch.
@@ -27,20 +29,18 @@ import tempfile
 from argparse import Namespace
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, replace
-from functools import partial
 from io import StringIO
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import ddp, proposals  # noqa: E402
-from bench.flops import PeakMeter, count_step_flops  # noqa: E402
-from bench.measure import PeakRSS, alternate, best, machine  # noqa: E402
-from bench.readme import PERFORMANCE_PAGE, render, update_section  # noqa: E402
-from bench.reference_loops import StepSpec, Variant  # noqa: E402
-from bench.training import CIFAR_STAND_IN, ROOT, guide, minimal, ours, plan, preset_config  # noqa: E402
+from bench import ddp
+from bench.flops import PeakMeter, count_step_flops
+from bench.measure import PeakRSS, alternate, best, machine
+from bench.proposals import Proposal
+from bench.readme import PERFORMANCE_PAGE, render, update_section
+from bench.reference_loops import StepSpec, Variant
+from bench.training import CIFAR_STAND_IN, ROOT, assembled, guide, minimal, ours, plan, preset_config
 
 RESULTS = ROOT / "bench" / "results.json"
 GUIDE_PRESET = "vanilla_mnist"  # the guide's networks and batch
@@ -50,7 +50,7 @@ HEAVY_S = 3.0  # estimated seconds per G step above which a preset runs one roun
 # seconds per run and alternated rounds: many short runs, so that some run while the machine is quiet
 PRESET_RUN = {"quick": (2.0, 2), "full": (4.0, 3)}
 STUDY_RUN = (2.0, 4)
-WIN = 1.03  # a variant "wins" when it is this much faster than the baseline (noise on a shared CPU is ~2%)
+WIN = 1.03  # a variant "wins" when it is this much faster than the baseline: more than a shared CPU's noise
 SECTIONS = ("presets", "study", "evaluator")
 
 
@@ -150,7 +150,7 @@ def study(preset: str, flops: dict, peak: PeakMeter, cores: int) -> dict:
     p = replace(p, steps=max(p.steps, 4 * warmup))  # three timed windows after the warm-up
     variants = study_variants(cfg.model.network != "mlp", cores)
     log(f"  study {preset}: {p.steps} G steps ({warmup} warm-up) x {p.repeats} rounds, {len(variants)} variants")
-    # an oversubscribed thread count can run ~10x slower: one window after the warm-up shows it
+    # an oversubscribed thread count runs many times slower: one window after the warm-up shows it
     steps = {name: (2 * warmup if v.threads else p.steps) for name, v in variants.items()}
     candidates = {name: (lambda v=v, n=steps[name]: minimal(preset, n, warmup, v)) for name, v in variants.items()}
     runs = alternate(candidates, p.repeats, log, peak.sample)
@@ -170,25 +170,31 @@ def study(preset: str, flops: dict, peak: PeakMeter, cores: int) -> dict:
                 " + ".join(entry["winners"]): lambda: minimal(preset, p.steps, warmup, together)}  # fmt: skip
         entry["combined"] = {name: best(r) for name, r in alternate(pair, p.repeats, log, peak.sample).items()}
 
-    # our loop with Accelerate's own switches, and with build_nets patched (log windows: the first
-    # one holds the compilation)
+    # our loop with Accelerate's own settings (log windows: the first one holds the compilation)
     log_every = warmup
     steps = 4 * log_every
     settings = {
-        "ours": {},  # fused Adam, gradient norms at the log steps
-        "ours + ACCELERATE_MIXED_PRECISION=bf16": {"env": {"ACCELERATE_MIXED_PRECISION": "bf16"}},
-        "ours + ACCELERATE_DYNAMO_BACKEND=inductor": {"env": {"ACCELERATE_DYNAMO_BACKEND": "inductor"}},
-        "ours with torch's default Adam (not fused)": {"patches": (partial(proposals.adam_with, fused=False),)},
-        "ours with Adam(foreach=True) (not fused)": {
-            "patches": (partial(proposals.adam_with, fused=False, foreach=True),)},
-        "ours + gradient norms every step": {"patches": (proposals.step_grad_norms,)},
-        "ours + channels_last networks": {"patches": (proposals.channels_last_networks,)},
-        "ours + RunningMeans for WindowMeans": {"patches": (proposals.running_means,)},
+        "ours": None,  # fused Adam, gradient norms at the log steps
+        "ours + ACCELERATE_MIXED_PRECISION=bf16": {"ACCELERATE_MIXED_PRECISION": "bf16"},
+        "ours + ACCELERATE_DYNAMO_BACKEND=inductor": {"ACCELERATE_DYNAMO_BACKEND": "inductor"},
+    }
+    candidates = {name: (lambda env=env: ours(preset, steps, log_every, env)) for name, env in settings.items()}
+    entry["ours"] = {name: best(r) for name, r in alternate(candidates, p.repeats, log, peak.sample).items()}
+
+    # changes the package has no switch for, in our step assembled from its pieces (the first row)
+    changes = {
+        "our step, assembled by bench/proposals.py": Proposal(),
+        "our step with torch's default Adam (not fused)": Proposal(adam="default"),
+        "our step with Adam(foreach=True) (not fused)": Proposal(adam="foreach"),
+        "our step + gradient norms every step": Proposal(grad_norms_every_step=True),
+        "our step + channels_last networks": Proposal(channels_last=True),
+        "our step + RunningMeans for WindowMeans": Proposal(running_means=True),
     }
     if cfg.model.network == "mlp":
-        del settings["ours + channels_last networks"]
-    ours_candidates = {name: (lambda kw=kw: ours(preset, steps, log_every, **kw)) for name, kw in settings.items()}
-    entry["ours"] = {name: best(r) for name, r in alternate(ours_candidates, p.repeats, log, peak.sample).items()}
+        del changes["our step + channels_last networks"]
+    candidates = {name: (lambda c=c: assembled(preset, steps, log_every, c)) for name, c in changes.items()}
+    runs = alternate(candidates, p.repeats, log, peak.sample)
+    entry["proposals"] = {name: best(r) for name, r in runs.items()}
     return entry
 
 
@@ -227,7 +233,7 @@ def bench_ddp(processes: int, flops: dict, peak: PeakMeter, quick: bool, cores: 
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs; no study, no multi-second presets")
     parser.add_argument("--ddp", type=int, default=0, metavar="N", help="also measure N CPU processes against 1")
     parser.add_argument("--presets", help="comma-separated preset names (default: every file in configs/)")

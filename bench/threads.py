@@ -1,6 +1,6 @@
 """One training process with 1 thread against 2 threads: the README's first command, side by side.
 
-python bench/threads.py [--steps 200] [--rounds 2] [--threads 1,2]
+python -m bench.threads [--steps 200] [--rounds 2] [--threads 1,2]
 
 Runs the real command, `python train.py` on the default preset (dcgan_mnist, batch 64), once per
 thread count and round, alternated (1, 2, 1, 2, ...), each into a fresh run folder, and reads the
@@ -16,11 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.measure import logged_rates
+from gan.files import read_jsonl
+from gan.run_folder import RunFolder, stored_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from gan.files import read_jsonl  # noqa: E402
-
 LOG_EVERY = 25
 
 
@@ -31,17 +31,18 @@ def steps_per_second(threads: int, steps: int, workdir: Path) -> float:
                  f"train.checkpoint_every={steps}"]  # fmt: skip
     subprocess.run([sys.executable, str(ROOT / "train.py"), "--run-dir", str(run_dir), *overrides],
                    env=env, check=True, capture_output=True)  # fmt: skip
-    windows = read_jsonl(run_dir / "train_log.jsonl")[1:]
-    rate = sum(w["train/img_per_s"] for w in windows) / len(windows)
-    return rate / 64  # images per step: the preset's batch of 64
+    img_per_s = logged_rates(read_jsonl(RunFolder(run_dir).train_log))["steady_img_per_s"]
+    return img_per_s / stored_config(run_dir).train.batch_size
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", default="1,2")
     args = parser.parse_args()
+    if args.steps < 2 * LOG_EVERY:
+        parser.error(f"--steps must be at least {2 * LOG_EVERY}: the first log window holds start-up")
     counts = [int(t) for t in args.threads.split(",")]
     best = dict.fromkeys(counts, 0.0)
     with tempfile.TemporaryDirectory() as workdir:
@@ -51,7 +52,7 @@ def main() -> int:
                 best[threads] = max(best[threads], rate)
                 print(f"round {round_ + 1}: {threads} thread(s): {rate:.2f} steps/s", flush=True)
     for threads in counts:
-        print(f"best, {threads} thread(s): {best[threads]:.2f} steps/s ({best[threads] * 64:.0f} img/s), "
+        print(f"best, {threads} thread(s): {best[threads]:.2f} steps/s, "
               f"{best[threads] / best[counts[0]]:.2f}x {counts[0]} thread(s)")  # fmt: skip
     return 0
 

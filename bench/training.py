@@ -2,22 +2,25 @@
 
 Each measurement returns img/s end to end (set-up, data loading, the final checkpoint and sample
 grid included) and in the steady state, over equal windows of steps after a first one of warm-up:
-for our loop its log windows, for the reference loops as many steps. Steady rates are the mean
-over those windows and the fastest window, per second of wall time and of the process's CPU
-time (bench/measure.py). Images are those of the G steps' batches, the loop's own unit.
+for our loop its log windows, for the reference loops and bench/proposals.py's step as many
+steps. Steady rates are the mean over those windows and the fastest window (bench/measure.py):
+for our loop per second of wall time, as its train_log.jsonl records them; for the others per
+second of wall time and of the process's CPU time. Images are those of the G steps' batches, the
+loop's own unit.
 """
 
 import io
 import os
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from bench.measure import window_rates
+from bench.measure import logged_rates, window_rates
+from bench.proposals import Proposal, step_loop
 from bench.reference_loops import LoopTiming, StepSpec, Variant, guide_loop, minimal_loop
 from gan.config import load_config
 
@@ -100,53 +103,44 @@ def accelerate_env(env: dict[str, str] | None):
         torch._dynamo.reset()
 
 
-@contextmanager
-def window_marks():
-    """(wall, CPU) times at the end of each of our loop's log windows, recorded as the loop calls
-    gan.train_loop.log_window; what the loop does is unchanged."""
-    from gan import train_loop
-
-    marks, original = [], train_loop.log_window
-
-    def recording(*args, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # on a GPU, the window's kernels end before its mark
-        marks.append((time.perf_counter(), time.process_time()))
-        return original(*args, **kwargs)
-
-    train_loop.log_window = recording
-    try:
-        yield marks
-    finally:
-        train_loop.log_window = original
-
-
-def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, patches=(),
-         overrides=()) -> dict:
+def ours(preset: str, steps: int, log_every: int, env: dict[str, str] | None = None, overrides=()) -> dict:
     """Our loop, in this process, for `steps` G steps; W&B disabled, output captured.
 
-    Steady state: from the end of the first log window to the end of the last (set-up, the first
-    window's warm-up, and the final sample grid and checkpoint excluded). `env` holds Accelerate's
-    settings for the run; `patches` are context managers from bench/proposals.py, entered around it;
-    `overrides` are further key=value settings.
+    Steady state: the train/img_per_s the loop logs for each of its log windows after the first
+    (set-up, the first window's warm-up, and the final sample grid and checkpoint excluded).
+    `env` holds Accelerate's settings for the run; `overrides` are further key=value settings.
     """
+    from gan.files import read_jsonl
+    from gan.run_folder import RunFolder
     from gan.train_loop import train
 
     cfg = preset_config(preset, f"train.steps={steps}", f"train.log_every={log_every}", "wandb.mode=disabled",
                         *overrides)  # fmt: skip
     output = io.StringIO()
-    with ExitStack() as stack:
-        stack.enter_context(accelerate_env(env))
-        for patch in patches:
-            stack.enter_context(patch())
-        tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        marks = stack.enter_context(window_marks())
+    with accelerate_env(env), tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
         start = time.perf_counter()
         with redirect_stdout(output), redirect_stderr(output):
-            code = train(cfg, Path(tmp) / "run")
+            code = train(cfg, run_dir)
         seconds = time.perf_counter() - start
-    if code != 0 or len(marks) < 2:
-        return {"error": f"exit code {code}, {len(marks)} log windows: {output.getvalue()[-300:]}"}
+        windows = read_jsonl(RunFolder(run_dir).train_log)
+    rates = logged_rates(windows)
+    if code != 0 or not rates:
+        return {"error": f"exit code {code}, {len(windows)} log windows: {output.getvalue()[-300:]}"}
+    return {"img_per_s": steps * cfg.train.batch_size / seconds, **rates}
+
+
+def assembled(preset: str, steps: int, log_every: int, proposal: Proposal | None = None) -> dict:
+    """Our step assembled from the package's pieces (bench/proposals.py), with one proposed change.
+
+    Steady state: from the end of the first log window to the end of the last, as for our loop.
+    """
+    cfg = preset_config(preset)
+    output = io.StringIO()
+    start = time.perf_counter()
+    with redirect_stdout(output), redirect_stderr(output):
+        marks = step_loop(cfg, steps, log_every, proposal or Proposal())
+    seconds = time.perf_counter() - start
     return {"img_per_s": steps * cfg.train.batch_size / seconds, "warmup_s": marks[0][0] - start,
             **window_rates(marks, log_every * cfg.train.batch_size)}  # fmt: skip
 

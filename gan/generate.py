@@ -1,4 +1,4 @@
-"""Generate images from a trained run: the guide's last step, "save the model and use it".
+"""Generate images from a trained run's generator (G_ema where it has one).
 
 python -m gan.generate RUN_DIR_OR_CHECKPOINT --num N --out PATH [--seed S] [--class K]
 

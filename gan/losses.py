@@ -37,7 +37,7 @@ class GanLoss:
 
 @LOSSES.register("bce")
 class NonSaturatingLoss(GanLoss):
-    """The guide's BCE loss, on logits: safe under fp16/bf16, unlike Sigmoid followed by BCELoss.
+    """The original GAN's BCE loss, on logits: safe under fp16/bf16, unlike Sigmoid followed by BCELoss.
 
     D: BCE(D(x), 1) + BCE(D(G(z)), 0). G (non-saturating): BCE(D(G(z)), 1).
     """

@@ -1,4 +1,7 @@
-"""The guide's fully connected GAN: G 784->256->256->784 (ReLU, Tanh), D 784->256->256->1 (LeakyReLU 0.2)."""
+"""The fully connected GAN of Goodfellow et al. (2014), as MNIST tutorials build it.
+
+G 784->256->256->784 (ReLU, Tanh), D 784->256->256->1 (LeakyReLU 0.2).
+"""
 
 import torch
 from torch import nn
@@ -25,7 +28,7 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """Returns logits: the guide's final Sigmoid lives in the loss (BCE-with-logits)."""
+    """Returns logits: the final Sigmoid lives in the loss (BCE-with-logits)."""
 
     def __init__(self, hidden_dim: int, channels: int, resolution: int):
         super().__init__()
