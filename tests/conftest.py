@@ -1,75 +1,39 @@
-"""Shared helpers: run the real commands in subprocesses, on tiny settings, offline."""
+"""Fixtures shared by the test files, and how the tests are spread over pytest-xdist's workers.
+
+The helpers the tests import (commands, tiny settings, snapshots) are in tests/helpers.py.
+"""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import TINY, train
 
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: in-process math (Inception, FID's matrix square root) on one thread
+    # each, like the commands the tests start (helpers.base_env). Set before torch or numpy is imported.
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
-# Tiny settings shared by the training tests: a few steps on 512 embedded digits.
-TINY = ["train.steps=6", "train.batch_size=16", "train.checkpoint_every=3", "train.sample_every=3",
-        "train.log_every=2", "data.limit=512", "model.g_channels=8", "model.d_channels=8"]  # fmt: skip
-
-
-def base_env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "disabled", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1",
-                "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})  # fmt: skip
-    env.pop("WANDB_API_KEY", None)
-    env.update({k: v for k, v in extra.items() if v is not None})
-    for k, v in extra.items():
-        if v is None:
-            env.pop(k, None)
-    return env
+# Under pytest-xdist (`--dist loadfile`: a file's tests share one worker, and so its module-scoped runs)
+# the files that take longest start first, so that neither worker is left alone with one at the end.
+SLOWEST_FIRST = ["test_evaluate.py", "test_family.py", "test_bad_inputs.py", "test_evaluate_metrics.py",
+                 "test_slurm.py", "test_reliability.py", "test_preemption.py", "test_train.py",
+                 "test_tracking.py", "test_checkpoint_safety.py"]  # fmt: skip
 
 
-def run(args, env=None, timeout=600, check=False, cwd=ROOT) -> subprocess.CompletedProcess:
-    """Run a command; returns the CompletedProcess with text stdout/stderr."""
-    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env or base_env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def train_cmd(config: str, run_dir, *overrides, processes: int = 1) -> list:
-    """The README's command: accelerate launch train.py ... (2 CPU processes with --multi_gpu)."""
-    if processes == 1:
-        launch = [ACCELERATE, "launch", "--num_processes", "1", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
-    else:
-        launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
-    return [*launch, "train.py", "--config", f"configs/{config}.yaml", "--run-dir", str(run_dir), *overrides]
-
-
-def train(config: str, run_dir, *overrides, processes: int = 1, env=None, check=True):
-    env = env or base_env(ACCELERATE_USE_CPU="1")
-    return run(train_cmd(config, run_dir, *overrides, processes=processes), env=env, check=check)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def snapshot(folder: Path) -> dict:
-    """{relative path: (size, mtime_ns)} of every file: to show a failed command changed nothing."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+        items.sort(key=lambda item: rank.get(Path(item.path).name, len(rank)))
 
 
 @pytest.fixture(scope="session")
 def dcgan_run(tmp_path_factory) -> Path:
-    """One tiny finished DCGAN run (with G_ema), shared by the tests that only read a run."""
+    """One tiny finished DCGAN run (with G_ema), shared by the tests that only read a run.
+
+    Once per session, or once per xdist worker that runs a test using it.
+    """
     run_dir = tmp_path_factory.mktemp("runs") / "dcgan"
     train("dcgan_mnist", run_dir, *TINY)
     return run_dir

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import PYTHON, ROOT, TINY, base_env
+from helpers import PYTHON, ROOT, TINY, base_env
 from safetensors.torch import load_file
 
 from gan import checkpoint as ckpt

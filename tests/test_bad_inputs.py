@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT, TINY, base_env, snapshot
+from helpers import PYTHON, ROOT, TINY, base_env, snapshot
 
 EVALUATE = ROOT / "evaluate.py"
 TRAIN = [PYTHON, "train.py", "--config", "configs/dcgan_mnist.yaml"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PYTHON, ROOT, base_env, run, snapshot
+from helpers import PYTHON, ROOT, assert_user_error, base_env, run, snapshot
 from jobs import (
     Background,
     assert_same_weights,
@@ -27,7 +27,6 @@ from jobs import (
     training_started,
     wait_until,
 )
-from test_reliability import assert_user_error
 
 from gan import checkpoint as ckpt
 from gan.config import load_config

@@ -7,7 +7,7 @@ generate and evaluate.py draw for a seed, unchanged now that they share gan.samp
 import numpy as np
 import pytest
 import torch
-from conftest import PYTHON, run
+from helpers import PYTHON, run
 from PIL import Image
 
 from gan.errors import GanError
@@ -78,7 +78,7 @@ def test_the_shared_sampler_draws_what_generate_and_evaluate_drew(seed, num_clas
         classes = "random" if label is None else label  # as gan.generate passes --class
         assert_same(sample_latents(37, 11, seed, num_classes, classes),
                     generate_latents_before(37, 11, seed, num_classes, label))  # fmt: skip
-    # as gan.evaluation.runner.Session.evaluate calls it
+    # as gan.evaluation.runner.Evaluator.evaluate calls it
     assert_same(sample_latents(37, 11, seed, num_classes, classes="random"),
                 evaluate_latents_before(37, 11, seed, num_classes))  # fmt: skip
     assert_same(fixed_noise(37, 11, seed, num_classes), fixed_noise_before(37, 11, seed, num_classes))

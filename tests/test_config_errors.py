@@ -1,7 +1,7 @@
 """Config errors: one clear line naming the key and the legal values, exit 2, no traceback, nothing written."""
 
 import pytest
-from conftest import PYTHON, run, snapshot
+from helpers import PYTHON, run, snapshot
 
 CASES = [
     (["train.stepz=3"], "train.stepz"),

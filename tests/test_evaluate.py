@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, snapshot, train
+from helpers import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, snapshot, train
 from safetensors.torch import save_file
 from wandb_records import history, wandb_files
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, train
+from helpers import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, train
 from PIL import Image
 from safetensors.torch import load_file
 

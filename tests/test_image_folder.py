@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import PYTHON, run
+from helpers import PYTHON, run
 from PIL import Image, UnidentifiedImageError
 
 from gan.config import DataConfig

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT, base_env, run
+from helpers import PYTHON, ROOT, base_env, run
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

@@ -8,7 +8,7 @@ the HTML report that reads both files (evaluate.py's metrics.jsonl: tests/test_e
 import json
 import shutil
 
-from conftest import PYTHON, TINY, run, train
+from helpers import PYTHON, TINY, run, train
 
 from gan.files import append_jsonl, open_jsonl, read_jsonl
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from conftest import ACCELERATE, ROOT, TINY, base_env, free_port
+from helpers import ACCELERATE, ROOT, TINY, base_env, free_port
 
 # A rank that aborts can leave the other waiting for it for 300 s; the run itself takes ~20 s.
 TIMEOUT_S = 240

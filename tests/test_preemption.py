@@ -12,7 +12,7 @@ import re
 import signal
 import time
 
-from conftest import TINY, base_env, run, train_cmd
+from helpers import TINY, base_env, run, train_cmd
 from jobs import (
     Background,
     assert_complete,

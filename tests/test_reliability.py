@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PYTHON, ROOT, TINY, base_env, run, snapshot, train
+from helpers import PYTHON, ROOT, TINY, assert_user_error, base_env, run, snapshot, train
 from jobs import (
     Background,
     assert_complete,
@@ -48,17 +48,6 @@ def copy_run(source: Path, tmp_path: Path) -> Path:
     target = tmp_path / "run"
     shutil.copytree(source, target)
     return target
-
-
-def assert_user_error(proc, *needles: str) -> str:
-    """Exit 2, one `error:` line that contains every needle, no traceback."""
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- kill -9

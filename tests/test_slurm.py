@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY, base_env, run
+from helpers import ROOT, TINY, base_env, run
 from safetensors.torch import load_file
 from slurm_cluster import SlurmCluster, install
 

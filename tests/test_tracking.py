@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import PYTHON, TINY, base_env, run, train
+from helpers import PYTHON, TINY, base_env, run, train
 from PIL import Image
 from wandb_records import history, run_info, wandb_files
 
@@ -99,9 +99,9 @@ def find_chromium():
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, dcgan_run):
     root = tmp_path_factory.mktemp("report")
-    train("dcgan_mnist", root / "a", *TINY)
+    shutil.copytree(dcgan_run, root / "a")  # the session's run: train("dcgan_mnist", root / "a", *TINY)
     train("dcgan_mnist", root / "b", *TINY, "optim.lr_g=0.001")
     # an evaluated run: what evaluate.py appends to metrics.jsonl
     rows = [{"step": 3, "kimg": 0.048, "fid": 250.0}, {"step": 6, "kimg": 0.096, "fid": 180.5}]
