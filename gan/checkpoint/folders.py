@@ -70,9 +70,14 @@ def state_dict_for_file(module: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
 
 
+def temporary_dir(run_dir: Path, step: int) -> Path:
+    """The folder a checkpoint of this step is written into before it is renamed into place."""
+    return checkpoints_dir(run_dir) / f"{TMP_PREFIX}{step_name(step)}"
+
+
 def begin_save(run_dir: Path, step: int) -> Path:
     """Create (afresh) the temporary folder that this step's files go into."""
-    tmp = checkpoints_dir(run_dir) / f"{TMP_PREFIX}{step_name(step)}"
+    tmp = temporary_dir(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp

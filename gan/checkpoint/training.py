@@ -35,7 +35,7 @@ def save(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState)
     line: the previous checkpoints are untouched, since nothing is renamed or rotated before the
     new one is complete.
     """
-    tmp = folders.checkpoints_dir(run_dir) / f"{folders.TMP_PREFIX}{folders.step_name(state.step)}"
+    tmp = folders.temporary_dir(run_dir, state.step)
     error = None
     try:
         if accelerator.is_main_process:
