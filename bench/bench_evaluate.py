@@ -84,11 +84,11 @@ def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
     layer = layers["fid"]
 
     # ---- real-data statistics: computed once (the private cache starts empty), then loaded
-    images = real_images(cfg, args.num_real)
+    images, digest = real_images(cfg, args.num_real)
     extractor = create_extractor(weights, sorted(set(layers.values())), accelerator.device)
 
     def statistics():
-        return real_stats(cfg, images, extractor, weights.tag, layer, args.batch_size, accelerator)
+        return real_stats(cfg, images, digest, extractor, weights.tag, layer, args.batch_size, accelerator)
 
     miss, real = timed(statistics)
     assert not real.from_cache

@@ -65,7 +65,7 @@ def count_step_flops(cfg) -> dict:
             d_step(nets, loss_fn, to_float(real), labels, accelerator)
         d_flops = counter.get_total_flops()
         with StepFlopCounter() as counter:
-            g_step(nets, loss_fn, len(real), labels, accelerator)
+            g_step(nets, loss_fn, len(real), labels, accelerator, to_float(real) if loss_fn.g_needs_real else None)
         g_flops = counter.get_total_flops()
     per_image = (cfg.train.n_critic * d_flops + g_flops) / batch
     return {"d_step_per_image": d_flops / batch, "g_step_per_image": g_flops / batch, "n_critic": cfg.train.n_critic,

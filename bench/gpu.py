@@ -122,7 +122,7 @@ def evaluator_section(num: int, quick: bool) -> dict:
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 
     from gan.checkpoint import load_generator
-    from gan.data import build_data
+    from gan.data import as_tensor, build_data
     from gan.evaluation.features import create_extractor
     from gan.evaluation.inception import resolve_weights
     from gan.train_loop import train
@@ -135,7 +135,7 @@ def evaluator_section(num: int, quick: bool) -> dict:
         G, _, _ = load_generator(Path(tmp) / "run", DEVICE)
     weights = resolve_weights(None)
     extractor = create_extractor(weights, ["2048"], DEVICE)
-    real = build_data(cfg).images[:num]
+    real = as_tensor(build_data(cfg).images[:num])
     z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(0))
     labels = torch.zeros(num, dtype=torch.long)
     out = {"num_real": len(real), "num_generated": num, "weights": weights.tag, "g_train_s": train_s,

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from bench.reference_loops import GuideGAN
+from bench.reference_loops import GuideGAN, mnist5k
 from gan.checkpoint import resolve_checkpoint, training
 from gan.config import load_config
-from gan.data import mnist5k
 from gan.errors import EXIT_PREEMPTED
 from gan.networks import build_networks
 from gan.run_folder import open_run_dir
@@ -34,7 +33,7 @@ def train(gan: GuideGAN, steps: int | None) -> tuple[int, bool]:
     """(steps done, whether SIGTERM ended it)."""
     stopped = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    dataloader = gan.dataloader(mnist5k(None))
+    dataloader = gan.dataloader(mnist5k())
     done = 0
     while True:
         for real_images, _ in dataloader:

@@ -59,9 +59,10 @@ def step_loop(cfg, steps: int, log_every: int, proposal: Proposal = Proposal()) 
     for step in range(1, steps + 1):
         for _ in range(cfg.train.n_critic):
             real_uint8, labels = next(batches)
-            stats = d_step(nets, loss_fn, to_float(real_uint8), labels, accelerator, batches_seen)
+            real = to_float(real_uint8)
+            stats = d_step(nets, loss_fn, real, labels, accelerator, batches_seen)
             batches_seen += 1
-        stats |= g_step(nets, loss_fn, len(real_uint8), labels, accelerator)
+        stats |= g_step(nets, loss_fn, len(real), labels, accelerator, real if loss_fn.g_needs_real else None)
         update_ema(nets, accelerator)
         if proposal.grad_norms_every_step or step % log_every == 0:
             stats |= {"grad_norm/G": grad_norm(nets.G), "grad_norm/D": grad_norm(nets.D)}

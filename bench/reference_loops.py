@@ -26,8 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.measure import window_rates
 from gan.augment import DiffAugment
-from gan.data import ImageData, make_dataloader, mnist5k, to_float
-from gan.losses import GanLoss, NonSaturatingLoss, build_loss, gradient_penalty, interpolate
+from gan.data import ImageData, as_tensor, make_dataloader, to_float
+from gan.datasets.mnist5k import Mnist5k
+from gan.losses import GanLoss, build_loss, gradient_penalty, interpolate, r1_penalty
+from gan.losses.bce import NonSaturatingLoss
 from gan.steps import input_gradients
 
 
@@ -54,8 +56,8 @@ class StepSpec:
     @staticmethod
     def unsupported(cfg) -> str | None:
         """Why the minimal loop cannot reproduce this config's step, or None."""
-        if cfg.loss.r1_weight > 0:
-            return "R1 has no minimal reference step"
+        if cfg.augment.policy and (cfg.augment.p != 1 or cfg.schedule.augment_p.shape != "constant"):
+            return "the minimal step applies DiffAugment to every image (augment.p = 1)"
         return None
 
 
@@ -164,7 +166,7 @@ class GuideGAN:
 def guide_loop(steps: int, batch_size: int = 64, warmup: int = 0) -> LoopTiming:
     clock = Clock(steps, warmup, batch_size)
     gan = GuideGAN(batch_size)
-    dataloader = gan.dataloader(mnist5k(None))
+    dataloader = gan.dataloader(mnist5k())
     done = 0
     while done < steps:
         for real_images, _ in dataloader:
@@ -179,6 +181,12 @@ def guide_loop(steps: int, batch_size: int = 64, warmup: int = 0) -> LoopTiming:
 # --------------------------------------------------------------------------- the minimal loop
 
 
+def mnist5k() -> ImageData:
+    """The 5,000 embedded digits held in memory, as the guide's loop holds its data."""
+    images, labels = Mnist5k().load()
+    return ImageData(images, labels, 10)
+
+
 def tensor_batches(data: ImageData, batch_size: int, variant: Variant):
     """Endless shuffled epochs of full batches: (float images in [-1, 1], labels)."""
     if variant.dataloader:  # our pipeline's path: uint8 batches from a DataLoader, normalised per batch
@@ -186,7 +194,7 @@ def tensor_batches(data: ImageData, batch_size: int, variant: Variant):
         while True:
             for images, labels in loader:
                 yield to_float(images), labels
-    real_all, labels_all = to_float(data.images.to(variant.device)), data.labels.to(variant.device)
+    real_all, labels_all = to_float(as_tensor(data.images).to(variant.device)), data.labels.to(variant.device)
     if variant.channels_last:
         real_all = real_all.contiguous(memory_format=torch.channels_last)
     while True:
@@ -209,7 +217,7 @@ def wgan_gp(D, real, fake, labels, augment) -> torch.Tensor:
 
 def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-4, betas=(0.5, 0.999), *,
                  spec: StepSpec = StepSpec(), variant: Variant = Variant(), warmup: int = 0,
-                 load: Callable[[], ImageData] = lambda: mnist5k(None)) -> LoopTiming:  # fmt: skip
+                 load: Callable[[], ImageData] = lambda: mnist5k()) -> LoopTiming:  # fmt: skip
     """`steps` G steps of `spec` on the images `load` returns (called inside the timed region)."""
     clock = Clock(steps, warmup, batch_size, variant.device)
     G, D = G.to(variant.device), D.to(variant.device)
@@ -219,27 +227,42 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
     G_run, D_run = (torch.compile(G), torch.compile(D)) if variant.compile else (G, D)
     device_type = torch.device(variant.device).type
     autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if variant.bf16 else nullcontext
-    augment, loss, gp_weight = DiffAugment(list(spec.augment)), spec.loss, spec.loss.penalties.gp_weight
+    augment, loss, penalties = DiffAugment(list(spec.augment)), spec.loss, spec.loss.penalties
     batches = tensor_batches(load(), batch_size, variant)
     z_dim = G.z_dim
+    d_steps = 0
     for done in range(1, steps + 1):
         for _ in range(spec.n_critic):
             real, labels = next(batches)
             labels = labels if spec.conditional else None
             with torch.no_grad(), autocast():
                 fake = G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)
+            r1_due, r2_due = penalties.r1_due(d_steps), penalties.r2_due(d_steps)
+            d_steps += 1
+            real, fake = real.requires_grad_(r1_due), fake.requires_grad_(r2_due)
             with autocast():
                 real_out, fake_out = D_run(augment(real), labels), D_run(augment(fake), labels)
                 d_loss = loss.d_loss(real_out.float(), fake_out.float())
-                if gp_weight > 0:
-                    d_loss = d_loss + gp_weight * wgan_gp(D_run, real, fake.float(), labels, augment)
+                if penalties.gp_weight > 0:
+                    d_loss = d_loss + penalties.gp_weight * wgan_gp(D_run, real, fake.float(), labels, augment)
+                for due, weight, out, x in ((r1_due, penalties.r1_weight, real_out, real),
+                                            (r2_due, penalties.r2_weight, fake_out, fake)):  # fmt: skip
+                    if due:  # R1 on real, R2 on generated images, lazily every r1_every-th D step
+                        grads = input_gradients(out, x, accelerator=None)
+                        d_loss = d_loss + weight / 2 * penalties.r1_every * r1_penalty(grads)
             opt_D.zero_grad(set_to_none=variant.set_to_none)
             d_loss.backward()
             opt_D.step()
         D.requires_grad_(False)  # G's backward needs D's input gradients only
         with autocast():
             fake = G_run(torch.randn(batch_size, z_dim, device=variant.device), labels)
-            g_loss = loss.g_loss(D_run(augment(fake), labels).float())
+            fake_out = D_run(augment(fake), labels).float()
+            if loss.g_needs_real:  # relativistic: the last real batch, as the package's step
+                with torch.no_grad():
+                    real_out = D_run(augment(real.detach()), labels).float()
+                g_loss = loss.g_loss(fake_out, real_out)
+            else:
+                g_loss = loss.g_loss(fake_out)
         opt_G.zero_grad(set_to_none=variant.set_to_none)
         g_loss.backward()
         opt_G.step()

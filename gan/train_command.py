@@ -57,12 +57,15 @@ def main(argv=None) -> int:
         help="the run folder: config, checkpoints, samples, logs "
         "(default: runs/<preset name> below the current folder); a run there resumes",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true", help="check and print the resolved config, and exit")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. train.steps=500")
     args = parser.parse_args(argv)
     config = args.config or default_preset()
     cfg = load_config(config, args.overrides)
     if args.dry_run:
+        from gan.networks._resolutions import check_resolution
+
+        check_resolution(cfg)  # a size the network cannot produce fails here too, not only in training
         print(to_yaml(cfg), end="")
         return 0
     run_dir = args.run_dir or default_run_dir(cfg.preset)

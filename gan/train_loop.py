@@ -21,14 +21,16 @@ from gan.augment import DiffAugment
 from gan.checkpoint import training as ckpt
 from gan.checkpoint.training import TrainState
 from gan.config import Config
-from gan.data import build_data, make_dataloader, to_float
+from gan.data import build_data, data_source, make_dataloader, place_data, to_float
 from gan.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_PREEMPTED, GanError
 from gan.files import write_atomic
 from gan.losses import build_loss
 from gan.networks import build_networks
+from gan.networks._resolutions import check_resolution
 from gan.run_folder import RunFolder, open_run_dir
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
-from gan.steps import Nets, NonFiniteLoss, d_step, ema_avg_fn, g_step, grad_norm, update_ema
+from gan.schedule import Schedule
+from gan.steps import EmaRate, Nets, NonFiniteLoss, d_step, g_step, grad_norm, update_ema
 from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
 
 
@@ -68,10 +70,11 @@ class StopRequest:
 
 def build_nets(cfg: Config, num_classes: int, accelerator, loader):
     G, D = build_networks(cfg, num_classes)
-    G_ema = None
-    if cfg.train.ema_decay is not None:
-        average = ema_avg_fn(cfg.train.ema_decay, cfg.train.ema_rampup)
-        G_ema = AveragedModel(G, multi_avg_fn=average, use_buffers=True)
+    G_ema, ema_rate = None, None
+    if cfg.train.ema_decay is not None or cfg.train.ema_kimg is not None:
+        images_per_step = cfg.train.batch_size * accelerator.num_processes
+        ema_rate = EmaRate(cfg.train.ema_decay, cfg.train.ema_rampup, cfg.train.ema_kimg, images_per_step)
+        G_ema = AveragedModel(G, multi_avg_fn=ema_rate.avg_fn(), use_buffers=True)
         G_ema.requires_grad_(False)
     # fused: one kernel per parameter group on CPU and CUDA (docs/performance.md)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas), fused=True)
@@ -80,8 +83,9 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
     if G_ema is not None:
         G_ema.to(accelerator.device)
     z_dim = accelerator.unwrap_model(G).z_dim
-    augment = DiffAugment(cfg.augment.policy)
-    return Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes, augment=augment), loader
+    augment = DiffAugment(cfg.augment.policy, cfg.augment.p)
+    nets = Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes, augment=augment, ema_rate=ema_rate)
+    return nets, loader
 
 
 def real_batches(loader, accelerator, batches_seen: int):
@@ -97,25 +101,32 @@ def real_batches(loader, accelerator, batches_seen: int):
 # --------------------------------------------------------------------------- the loop
 
 
-def check_fits(cfg: Config, data, num_processes: int) -> None:
-    """Errors that need the data or the networks, raised before the run folder is touched."""
+def check_networks(cfg: Config, num_classes: int) -> None:
+    """Errors the networks raise (e.g. an image size they cannot produce), before any image is read."""
     with torch.random.fork_rng(devices=[]):  # building the networks here must not move the seeded RNG
-        build_networks(cfg, data.num_classes)  # e.g. an image size the network cannot produce
-    if len(data.images) < cfg.train.batch_size * num_processes:
+        build_networks(cfg, num_classes)
+
+
+def check_batch(cfg: Config, data, num_processes: int) -> None:
+    if len(data) < cfg.train.batch_size * num_processes:
         raise GanError(f"train.batch_size={cfg.train.batch_size} x {num_processes} process(es) is larger than "
-                       f"the data set ({len(data.images)} images)")  # fmt: skip
+                       f"the data set ({len(data)} images)")  # fmt: skip
 
 
 def train(cfg: Config, run_dir: Path) -> int:
     """Train until cfg.train.steps; returns the process exit code."""
     accelerator = Accelerator(
         log_with="wandb",
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=True),
     )
     set_seed(cfg.train.seed, device_specific=True)  # each process: seed + rank
     set_tf32(cfg.train.tf32)
-    data = build_data(cfg)  # before the run folder is touched: bad data leaves no trace
-    check_fits(cfg, data, accelerator.num_processes)
+    # before the run folder is touched: bad data leaves no trace
+    check_resolution(cfg)  # from the networks' layouts: builds nothing, reads nothing
+    source = data_source(cfg.data)
+    check_networks(cfg, source.num_classes)
+    data = build_data(cfg, source, first=accelerator.local_main_process_first)  # says so if it prepares
+    check_batch(cfg, data, accelerator.num_processes)
     lock = open_run_dir(run_dir, cfg) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     stop = StopRequest()
@@ -134,9 +145,8 @@ def set_tf32(enabled: bool) -> None:
 
 
 def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> int:
-    if cfg.data.on_device:  # a GPU indexes its own copy: batches need no host-to-device copy
-        data = data.to(accelerator.device)
-    loader = make_dataloader(data, cfg.train.batch_size)
+    data, pin = place_data(data, accelerator.device, cfg.data.on_device, say=accelerator.print)
+    loader = make_dataloader(data, cfg.train.batch_size, pin_memory=pin)
     nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)  # check_fits: len(loader) > 0
     loss_fn = build_loss(cfg)
     state = ckpt.resume(accelerator, run_dir, nets)
@@ -145,6 +155,7 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
     sample_z, sample_labels = fixed_noise(cfg.train.num_samples, nets.z_dim, cfg.train.seed, data.num_classes)
     batches = real_batches(loader, accelerator, state.batches_seen)
     images_per_step = cfg.train.batch_size * accelerator.num_processes
+    schedule = Schedule(cfg, images_per_step)
     progress = tqdm(total=cfg.train.steps, initial=state.step, disable=not accelerator.is_main_process,
                     unit="step", dynamic_ncols=True)  # fmt: skip
     window_start = time.perf_counter()
@@ -152,12 +163,18 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
 
     try:  # the bar is closed on every way out, so an error line starts on a line of its own
         while state.step < cfg.train.steps:
+            scheduled = schedule.apply(state.step, nets, loss_fn)
             try:
                 for _ in range(cfg.train.n_critic):  # each D step draws its own real batch
                     real_uint8, labels = next(batches)
                     d_steps_done, state.batches_seen = state.batches_seen, state.batches_seen + 1
-                    stats = d_step(nets, loss_fn, to_float(real_uint8), labels, accelerator, d_steps_done)
-                stats |= g_step(nets, loss_fn, len(real_uint8), labels, accelerator)  # the last batch's labels
+                    real = to_float(real_uint8)
+                    stats = d_step(nets, loss_fn, real, labels, accelerator, d_steps_done)
+                # G's step takes the last real batch's labels (generated image i gets real image i's class)
+                # and, for a relativistic loss, its images: the data position counts D's batches only.
+                # R3GAN's own loop draws G a fresh batch; both are uniform draws from the data.
+                g_real = real if loss_fn.g_needs_real else None
+                stats |= g_step(nets, loss_fn, len(real), labels, accelerator, g_real)
             except NonFiniteLoss as err:
                 exit_code = handle_nonfinite(cfg, state, err, accelerator)
                 if exit_code:
@@ -173,12 +190,14 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
 
             if state.step % cfg.train.log_every == 0:
                 elapsed, window_start = time.perf_counter() - window_start, time.perf_counter()
-                log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step)
+                scheduled_log = {f"sched/{name}": scheduled[name] for name in schedule.ramped() if name in scheduled}
+                log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step,
+                           scheduled_log)  # fmt: skip
             if state.step % cfg.train.sample_every == 0 or state.step == cfg.train.steps:
                 save_samples(logger, run_dir, nets, accelerator, sample_z, sample_labels, state.step)
             stopping = stop.agreed(accelerator)
             if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
-                ckpt.save(accelerator, run_dir, cfg, nets, state)
+                ckpt.save(accelerator, run_dir, cfg, nets, state, schedule.values(state.step))
             if stopping:
                 exit_code = stop.exit_code()
                 then = "to be requeued" if exit_code == EXIT_PREEMPTED else "(run the same command to resume)"
@@ -232,9 +251,10 @@ def handle_nonfinite(cfg: Config, state: TrainState, err: NonFiniteLoss, acceler
     return 0
 
 
-def log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step) -> None:
+def log_window(logger, means, state, cfg, accelerator, nets, progress, elapsed, images_per_step,
+               scheduled: dict) -> None:  # fmt: skip
     values = means.compute()  # every process: mean over the window and across processes
-    values |= {
+    values |= scheduled | {
         "train/kimg": state.step * images_per_step / 1000,
         "train/img_per_s": cfg.train.log_every * images_per_step / max(elapsed, 1e-9),
         "lr/G": nets.opt_G.param_groups[0]["lr"],

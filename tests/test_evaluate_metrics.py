@@ -13,7 +13,7 @@ from accelerate import PartialState
 from PIL import Image
 
 from gan.config import Config
-from gan.data import build_data
+from gan.data import as_tensor, build_data
 from gan.errors import GanError
 from gan.evaluation import inception
 from gan.evaluation.features import create_extractor, image_features
@@ -49,7 +49,7 @@ def extractor(weights):
 @pytest.fixture(scope="module")
 def digits():
     """Two disjoint sets of real digits, uint8 (N, 1, 28, 28)."""
-    images = build_data(Config()).images
+    images = as_tensor(build_data(Config()).images)
     return images[:N], images[N : 2 * N]
 
 

@@ -5,15 +5,19 @@ import itertools
 import struct
 import warnings
 import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from helpers import PYTHON, run
 from PIL import Image, UnidentifiedImageError
 
 from gan.config import DataConfig
-from gan.data import image_folder
+from gan.data import data_source
 from gan.errors import GanError
+from gan.prepared import write_prepared
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -70,6 +74,15 @@ def hostile_files() -> dict:
         "noise.gif": (b"GIF89a" + bytes(range(256)), UnidentifiedImageError),
         "empty.png": (b"", UnidentifiedImageError),
     }
+
+
+def image_folder(cfg: DataConfig):
+    """The folder prepared beside it (images as a tensor): what training reads."""
+    root = Path(cfg.root)
+    out = root.with_name(f"{root.name}-prepared")
+    prepared = write_prepared(data_source(cfg), out, cfg.resolution, cfg.channels)
+    return SimpleNamespace(images=torch.from_numpy(np.array(prepared.images)),
+                           labels=torch.from_numpy(prepared.labels), num_classes=prepared.num_classes)  # fmt: skip
 
 
 def folder_cfg(root, resolution=4, channels=1) -> DataConfig:

@@ -28,7 +28,7 @@ class TrainState:
     nonfinite_total: int = 0
 
 
-def save(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
+def save(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState, scheduled: dict | None = None) -> None:
     """All processes store their RNG state; the main process writes the rest and renames.
 
     A failed write (full disk, quota) removes the temporary folder and stops every process with one
@@ -47,7 +47,7 @@ def save(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and error is None:
         try:
-            write_checkpoint(accelerator, run_dir, tmp, cfg, nets, state)
+            write_checkpoint(accelerator, run_dir, tmp, cfg, nets, state, scheduled or {})
         except (OSError, SafetensorError, RuntimeError) as err:
             error = str(err).splitlines()[0][:200] if str(err) else err.__class__.__name__
     errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
@@ -61,8 +61,12 @@ def save(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState)
                        f"(disk full? {failed}); {kept}. Free space and run the same command to resume")  # fmt: skip
 
 
-def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: Nets, state: TrainState) -> None:
-    """On the main process: the networks, the training state and meta.json, then rotation."""
+def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: Nets, state: TrainState,
+                     scheduled: dict) -> None:  # fmt: skip
+    """On the main process: the networks, the training state and meta.json, then rotation.
+
+    meta.json records the scheduled values (gan.schedule) at this step; a resume recomputes them
+    from the step, and the optimizers' saved state holds the learning rates and betas in use."""
     networks = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
     if nets.G_ema is not None:
         networks["G_ema"] = nets.G_ema.module
@@ -76,7 +80,8 @@ def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: N
         "config": to_dict(cfg),
     }  # fmt: skip
     kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
-    meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None}
+    meta = {"step": state.step, "kimg": kimg, "network": cfg.model.network, "has_ema": nets.G_ema is not None,
+            "scheduled": scheduled}  # fmt: skip
     folders.finish_save(run_dir, tmp, state.step, networks, train_state, meta)
     folders.rotate(run_dir, cfg.train.keep_checkpoints, written=state.step)
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
-from gan.data import to_uint8
+from gan.data import as_tensor, to_uint8
 from gan.errors import GanError
 from gan.evaluation.inception import EXTRACTOR, InceptionWeights
 
@@ -66,10 +66,11 @@ def _concat(batches: list[dict]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def image_features(extractor, images: torch.Tensor, batch_size: int, accelerator) -> dict[str, torch.Tensor]:
-    """Features of uint8 images (all processes pass all images; each extracts its share)."""
+    """Features of uint8 images, a tensor or a prepared set's memory map read batch by batch (all
+    processes pass all images; each extracts its share)."""
     mine = images[share(len(images), accelerator)]
     with inception_precision():
-        batches = [extract(extractor, mine[i : i + batch_size].to(accelerator.device))
+        batches = [extract(extractor, as_tensor(mine[i : i + batch_size]).to(accelerator.device))
                    for i in range(0, len(mine), batch_size)]  # fmt: skip
     return gather_rows(_concat(batches), len(images), accelerator)
 

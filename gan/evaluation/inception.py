@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
+from gan.cache import cache_dir
 from gan.errors import GanError
-from gan.evaluation.cache import cache_dir
 from gan.files import write_atomic
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's TF-compatible InceptionV3, pinned explicitly

@@ -2,8 +2,8 @@
 
 They are the real images' Inception features (KID needs them all) and FID's mean and covariance.
 The cache key names the data set, resolution, channels, sample count and extractor with its
-weights, plus a digest of the selected images, so an edited image folder never gets stale
-statistics. The file is safetensors (no pickle), written to a temporary name and renamed.
+weights, plus the content digest of the selected images (from the prepared set's manifest), so an
+edited image folder never gets stale statistics. The file is safetensors (no pickle), written to a temporary name and renamed.
 """
 
 import hashlib
@@ -16,10 +16,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gan.cache import cache_dir
 from gan.config import Config
 from gan.data import build_data
 from gan.errors import GanError
-from gan.evaluation.cache import cache_dir
 from gan.evaluation.features import image_features
 from gan.files import write_atomic
 
@@ -39,26 +39,29 @@ class RealStats:
         return {"mu": self.mu, "sigma": self.sigma}
 
 
-def real_images(cfg: Config, num_real: int | None) -> torch.Tensor:
-    """The run's training images (uint8, N x C x H x W), all of them or a fixed random subset."""
-    images = build_data(cfg).images
-    if num_real is None:
-        return images
+def real_images(cfg: Config, num_real: int | None) -> tuple:
+    """The run's training images (uint8, N x C x H x W), all of them (the prepared set's memory map)
+    or a fixed random subset (read into memory), and the digest that names exactly those images."""
+    data = build_data(cfg)
+    images = data.images
+    if num_real is None or num_real == len(images):
+        return images, data.digest
     if num_real > len(images):
         raise GanError(f"--num-real {num_real} is larger than the data set ({len(images)} images of "
                        f"data.name={cfg.data.name}, data.limit={cfg.data.limit})")  # fmt: skip
-    if num_real == len(images):
-        return images
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(REAL_SUBSET_SEED))[:num_real]
-    return images[pick.sort().values]
+    return data.batch(pick.sort().values.tolist())[0], f"{data.digest}:random{num_real}:seed{REAL_SUBSET_SEED}"
 
 
-def cache_path(cfg: Config, images: torch.Tensor, extractor_name: str, weights_tag: str, layer: str) -> Path:
-    """<data>-<res>px-<channels>ch-<N>-<extractor>-<hash>.safetensors under the cache's real-stats/."""
+def cache_path(cfg: Config, images, digest: str, extractor_name: str, weights_tag: str, layer: str) -> Path:
+    """<data>-<res>px-<channels>ch-<N>-<extractor>-<hash>.safetensors under the cache's real-stats/.
+
+    The hash covers the images' content digest (the prepared set's, with the selection), so an
+    edited image folder, prepared again, never gets stale statistics."""
     key = {
         "data": cfg.data.name, "resolution": cfg.data.resolution, "channels": cfg.data.channels,
         "num_images": len(images), "extractor": extractor_name, "weights": weights_tag, "layer": layer,
-        "images_sha256": hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest(),
+        "images_digest": digest,
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{cfg.data.name}-{cfg.data.resolution}px-{cfg.data.channels}ch-{len(images)}-{extractor_name}-{digest}"
@@ -91,12 +94,12 @@ def compute_and_cache(extractor, images: torch.Tensor, layer: str, path: Path, b
     return RealStats(features, stats["mu"], stats["sigma"], layer, path, False)
 
 
-def real_stats(cfg: Config, images: torch.Tensor, extractor, weights_tag: str, layer: str, batch_size: int,
+def real_stats(cfg: Config, images, digest: str, extractor, weights_tag: str, layer: str, batch_size: int,
                accelerator) -> RealStats | None:  # fmt: skip
     """The real statistics on the main process (None elsewhere): from the cache, else computed and cached."""
     from accelerate.utils import broadcast_object_list
 
-    path = cache_path(cfg, images, extractor.get_name(), weights_tag, layer)
+    path = cache_path(cfg, images, digest, extractor.get_name(), weights_tag, layer)
     cached = load_cached(path, layer) if accelerator.is_main_process else None
     hit = cached is not None
     if accelerator.num_processes > 1:

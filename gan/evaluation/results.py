@@ -1,11 +1,11 @@
 """RUN_DIR/metrics.jsonl, RUN_DIR/best.json and the console table.
 
-metrics.jsonl has one JSON object per evaluated checkpoint: step, kimg, fid, kid_mean, kid_std,
-is_mean, is_std (null when not computed), num_samples, checkpoint, plus the full metric
-`settings` (a checkpoint is evaluated again only under other settings) and `seconds`. Each line
-is appended with one write() on an O_APPEND descriptor (gan.files.append_jsonl), so concurrent
-evaluators never interleave; a line cut by a crash is closed before the next record and skipped,
-with a warning, by readers.
+metrics.jsonl has one JSON object per evaluated checkpoint: step, kimg, every registered metric's
+keys (fid, kid_mean, kid_std, is_mean, is_std; null when not computed), num_samples, checkpoint,
+plus the full metric `settings` (a checkpoint is evaluated again only under other settings) and
+`seconds`. Each line is appended with one write() on an O_APPEND descriptor
+(gan.files.append_jsonl), so concurrent evaluators never interleave; a line cut by a crash is
+closed before the next record and skipped, with a warning, by readers.
 """
 
 import errno
@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from gan.errors import GanError
+from gan.evaluation.metrics import columns as metric_columns
 from gan.files import append_jsonl, read_jsonl, write_atomic
 from gan.run_folder import RunFolder
 
@@ -83,8 +84,9 @@ def _finite(value) -> bool:
 # --------------------------------------------------------------------------- console
 
 
-COLUMNS = (("step", 9), ("kimg", 9), ("fid", 10), ("kid_mean", 10), ("kid_std", 9), ("is_mean", 8),
-           ("is_std", 8), ("num_samples", 11), ("seconds", 8), ("checkpoint", 0))  # fmt: skip
+def columns() -> tuple[tuple[str, int], ...]:
+    """(record key, width) of each column; width 0: the last, unpadded. The metrics' own come from their modules."""
+    return (("step", 9), ("kimg", 9), *metric_columns(), ("num_samples", 11), ("seconds", 8), ("checkpoint", 0))
 
 
 def _cell(value) -> str:
@@ -96,10 +98,10 @@ def _cell(value) -> str:
 
 
 def table_header() -> str:
-    return "  ".join(name.rjust(width) if width else name for name, width in COLUMNS)
+    return "  ".join(name.rjust(width) if width else name for name, width in columns())
 
 
 def table_row(record: dict) -> str:
     cells = {**record, "checkpoint": Path(str(record.get("checkpoint", ""))).name}
     return "  ".join(_cell(cells.get(name)).rjust(width) if width else _cell(cells.get(name))
-                     for name, width in COLUMNS)  # fmt: skip
+                     for name, width in columns())  # fmt: skip

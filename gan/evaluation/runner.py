@@ -23,7 +23,15 @@ from gan.errors import GanError
 from gan.evaluation import results
 from gan.evaluation.features import create_extractor, generated_features
 from gan.evaluation.inception import resolve_weights
-from gan.evaluation.metrics import METRICS, MetricSettings, check_sizes, compute_metrics, feature_layers
+from gan.evaluation.metrics import (
+    DEFAULT_METRICS,
+    MetricSettings,
+    check_sizes,
+    compute_metrics,
+    feature_layers,
+    metric,
+    real_layer,
+)
 from gan.evaluation.real_stats import real_images, real_stats
 from gan.evaluation.wandb_log import EvalLogger
 from gan.run_folder import RunFolder, stored_config
@@ -35,7 +43,7 @@ ARCHITECTURE_KEYS = ("model", "data.resolution", "data.channels")
 @dataclass
 class EvalOptions:
     run_dir: Path
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = DEFAULT_METRICS  # registered names, in registry order (parse_metrics)
     num_samples: int = 10000  # generated images per checkpoint
     num_real: int | None = None  # real images for the statistics; None = the whole training set
     checkpoints: str = "all"  # all, latest, or comma-separated steps
@@ -162,14 +170,14 @@ class Evaluator:
             return
         device = self.accelerator.device
         self.extractor = create_extractor(self.weights, sorted(set(self.layers.values())), device)
-        if not {"fid", "kid"} & self.layers.keys():
+        layer = real_layer(self.layers)
+        if layer is None:  # no computed metric compares with the real images
             return
-        images = real_images(self.cfg, self.opts.num_real)
+        images, digest = real_images(self.cfg, self.opts.num_real)
         check_sizes(self.settings, self.layers.keys(), len(images), self.accelerator.num_processes)
-        layer = self.layers.get("fid") or self.layers["kid"]
         start = time.perf_counter()
-        self.real = real_stats(self.cfg, images, self.extractor, self.weights.tag, layer, self.opts.batch_size,
-                               self.accelerator)  # fmt: skip
+        self.real = real_stats(self.cfg, images, digest, self.extractor, self.weights.tag, layer,
+                               self.opts.batch_size, self.accelerator)  # fmt: skip
         if self.accelerator.is_main_process:
             seconds = time.perf_counter() - start
             how = "loaded from" if self.real.from_cache else f"computed in {seconds:.1f} s into"
@@ -238,16 +246,21 @@ class Evaluator:
 
 
 def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
-    """(settings, weights, {metric: layer}); IS is dropped, with one line saying why, without a classifier."""
+    """(settings, weights, {metric: layer}). Without a classifier in the weights the metrics that need one
+    (IS) are dropped, with one line saying why; the settings keep them, as requested."""
     weights = on_main(accelerator, lambda: resolve_weights(cfg.eval.inception_weights))
     metrics = opts.metrics
-    if "is" in metrics and not weights.has_classifier:
-        accelerator.print(f"IS unavailable: the offline Inception weights ({weights.tag}, {weights.note}) have no "
-                          "1008-way classifier; set GAN_INCEPTION_WEIGHTS to torch-fidelity's "
-                          "weights-inception-2015-12-05-6726825d.pth for IS. FID and KID are computed.")  # fmt: skip
-        metrics = tuple(m for m in metrics if m != "is")
+    unavailable = [] if weights.has_classifier else [m for m in metrics if metric(m).needs_classifier]
+    if unavailable:
+        metrics = tuple(m for m in metrics if m not in unavailable)
+        names = ", ".join(m.upper() for m in unavailable)
+        computed = f" {' and '.join(m.upper() for m in metrics)} {'is' if len(metrics) == 1 else 'are'} computed."
+        accelerator.print(f"{names} unavailable: the offline Inception weights ({weights.tag}, {weights.note}) have "
+                          "no 1008-way classifier; set GAN_INCEPTION_WEIGHTS to torch-fidelity's "
+                          f"weights-inception-2015-12-05-6726825d.pth for {names}.{computed if metrics else ''}")  # fmt: skip
         if not metrics:
-            raise GanError("--metrics is: IS cannot be computed with the offline Inception weights (see above)")
+            raise GanError(f"--metrics {','.join(opts.metrics)}: {names} cannot be computed with the offline "
+                           "Inception weights (see above)")  # fmt: skip
     elif weights.note:
         accelerator.print(f"Inception weights: {weights.describe}; {weights.note}")
     settings = MetricSettings(metrics=opts.metrics, num_samples=opts.num_samples, num_real=opts.num_real,

@@ -9,6 +9,7 @@ evaluation: metrics.jsonl stays complete.
 from pathlib import Path
 
 from gan.config import Config
+from gan.evaluation.metrics import wandb_names
 from gan.run_folder import RunFolder
 from gan.wandb_run import WandbRun, resolve_wandb_mode
 
@@ -28,8 +29,7 @@ class EvalLogger:
         self.wandb.start(run_dir, cfg, mode, run_id, {"train/step": None, "eval/*": "train/step"})
 
     def log(self, record: dict) -> None:
-        values = {f"eval/{k}": record[k] for k in ("fid", "kid_mean", "kid_std", "is_mean", "is_std")
-                  if record.get(k) is not None}  # fmt: skip
+        values = {name: record[key] for key, name in wandb_names().items() if record.get(key) is not None}
         self.wandb.log({**values, "train/step": record["step"]})
 
     def close(self) -> None:

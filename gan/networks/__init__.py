@@ -1,13 +1,17 @@
-"""Generator/discriminator pairs, one module per family, registered in NETWORKS."""
+"""Generator/discriminator pairs: each module here (mlp.py, dcgan.py, resnet.py, r3gan.py) is one family, registered
+in NETWORKS under its module's name; `_layers.py` holds the layers they share. build_networks builds a
+family and checks the contract every family keeps.
+
+Nothing here imports the families: NETWORKS lists them from this folder and imports the one asked for.
+"""
 
 from torch import nn
 
 from gan.errors import GanError
-from gan.networks import dcgan, mlp, resnet  # noqa: F401  (register the families)
-from gan.networks.layers import add_spectral_norm
+from gan.networks._layers import add_spectral_norm
 from gan.registry import NETWORKS
 
-CONDITIONAL_FAMILIES = ("dcgan", "resnet")
+CONDITIONAL_FAMILIES = ("dcgan", "resnet", "r3gan")
 
 
 def build_networks(cfg, num_classes: int = 0):
@@ -21,9 +25,9 @@ def build_networks(cfg, num_classes: int = 0):
     G, D = NETWORKS.get(cfg.model.network, "model.network")(cfg, num_classes)
     if not hasattr(G, "z_dim"):
         raise GanError(f"model.network={cfg.model.network}: G must expose z_dim")
-    penalised = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0
+    penalised = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0 or cfg.loss.r2_weight > 0
     if penalised and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules()):
-        raise GanError("loss.gp_weight/loss.r1_weight penalise each image's gradient, which BatchNorm in D "
+        raise GanError("loss.gp_weight/loss.r1_weight/loss.r2_weight penalise each image's gradient, which BatchNorm in D "
                        "mixes across the batch: set model.d_norm=layer or model.d_norm=none")  # fmt: skip
     if cfg.model.spectral_norm:
         add_spectral_norm(D)

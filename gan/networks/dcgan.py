@@ -1,7 +1,20 @@
 """DCGAN (Radford et al. 2016): transposed convolutions, BatchNorm, LeakyReLU 0.2, N(0, 0.02) init.
 
-Works at 28 px (7x7 start, 2 upsamplings), 32 px (4x4, 3) and 64 px (4x4, 4). Options: a
-class-conditional G (conditional BatchNorm) and D (projection), and D's normalisation (model.d_norm).
+Works at 28 px (7x7 start, 2 upsamplings), 32 px (4x4, 3), 64 px (4x4, 4), 128 px (4x4, 5) and
+256 px (4x4, 6): one stride-2 layer per doubling of the side. Widths double from the image inwards,
+as in the paper, and stop at 8x the base width (model.g_channels, model.d_channels), the widest
+stage of the paper's 64 px G (8 x 128 = 1024 channels at 4x4). Up to 64 px no stage reaches the cap.
+At 128 and 256 px the stages next to 4x4 stay at it: uncapped, G's 4x4 stage would have 1024 (128 px)
+or 2048 (256 px) channels at base 64, and the transposed conv after it alone 8.4 M or 33.6 M weights.
+With base 64, G's widths from the first feature map outwards are:
+
+    28 px (7x7)  128 64                        32 px  256 128 64
+    64 px        512 256 128 64                128 px 512 512 256 128 64
+    256 px       512 512 512 256 128 64
+
+D mirrors G: base at the image, doubling per stride-2 conv up to the cap, then one conv over the
+start side to the logit. Options: a class-conditional G (conditional BatchNorm) and D (projection),
+and D's normalisation (model.d_norm).
 """
 
 import torch
@@ -9,11 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan.errors import GanError
-from gan.networks.layers import LabelledSequential, Projection, check_d_norm, d_norm, g_norm
+from gan.networks._layers import LabelledSequential, Projection, check_d_norm, d_norm, g_norm
 from gan.registry import NETWORKS
 
 # resolution -> (side of the first feature map, number of 2x upsamplings)
-LAYOUTS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
+LAYOUTS = {28: (7, 2), 32: (4, 3), 64: (4, 4), 128: (4, 5), 256: (4, 6)}
+WIDEST = 8  # the widest stage, as a multiple of the base width
+
+
+def stage_widths(base: int, stages: int) -> list[int]:
+    """The feature maps' channels from the image inwards: base, 2 base, 4 base, ..., at most WIDEST base."""
+    return [base * min(2**i, WIDEST) for i in range(stages)]
 
 
 class DCGANGenerator(nn.Module):
@@ -26,14 +45,14 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         start, ups = LAYOUTS[resolution]
         self.z_dim, self.num_classes = z_dim, num_classes
-        width = base * 2 ** (ups - 1)
-        layers = [nn.ConvTranspose2d(z_dim + num_classes, width, start, 1, 0, bias=False)]
-        layers += [g_norm(width, num_classes), nn.ReLU(True)]
-        for _ in range(ups - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False)]
-            layers += [g_norm(width // 2, num_classes), nn.ReLU(True)]
-            width //= 2
-        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        # from the start side outwards; one more upsampling then makes the image
+        widths = stage_widths(base, ups)[::-1]
+        layers = [nn.ConvTranspose2d(z_dim + num_classes, widths[0], start, 1, 0, bias=False)]
+        layers += [g_norm(widths[0], num_classes), nn.ReLU(True)]
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)]
+            layers += [g_norm(cout, num_classes), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = LabelledSequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,17 +70,16 @@ class DCGANDiscriminator(nn.Module):
         # Without a norm layer the convs need biases: a bias-free LeakyReLU net is positively
         # homogeneous, D(0) = 0, and a G that outputs flat grey images would sit where D cannot push.
         bias = norm == "none"
-        layers = [nn.Conv2d(channels, base, 4, 2, 1, bias=bias), nn.LeakyReLU(0.2, inplace=True)]
-        width = base
-        for _ in range(downs - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=bias)]
-            layers += [d_norm(norm, width * 2)] if norm != "none" else []
+        widths = stage_widths(base, downs)  # after each stride-2 conv; the first has no norm
+        layers = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=bias), nn.LeakyReLU(0.2, inplace=True)]
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=bias)]
+            layers += [d_norm(norm, cout)] if norm != "none" else []
             layers += [nn.LeakyReLU(0.2, inplace=True)]
-            width *= 2
-        layers += [nn.Conv2d(width, 1, start, 1, 0, bias=bias)]
+        layers += [nn.Conv2d(widths[-1], 1, start, 1, 0, bias=bias)]
         self.main = nn.Sequential(*layers)
         # the class term is a class-specific version of the last conv: <embed(y), flattened features>
-        self.projection = Projection(num_classes, width * start * start) if num_classes else None
+        self.projection = Projection(num_classes, widths[-1] * start * start) if num_classes else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.projection is None:

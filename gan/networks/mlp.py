@@ -6,7 +6,7 @@ G 784->256->256->784 (ReLU, Tanh), D 784->256->256->1 (LeakyReLU 0.2).
 import torch
 from torch import nn
 
-from gan.networks.layers import check_d_norm
+from gan.networks._layers import check_d_norm
 from gan.registry import NETWORKS
 
 

@@ -1,4 +1,4 @@
-"""The evaluator's cache folder, shared by all runs.
+"""The cache folder shared by all runs: prepared data sets, Inception weights, real-data statistics.
 
 GAN_CACHE_DIR wins; else $XDG_CACHE_HOME/gan; else ~/.cache/gan. Files in it are written with
 gan.files.write_atomic, so a reader (another run, another process) sees no file or a complete one.
@@ -11,7 +11,7 @@ from gan.errors import GanError
 
 
 def cache_dir(kind: str) -> Path:
-    """A sub-folder of the cache (e.g. "inception", "real-stats"), created on demand."""
+    """A sub-folder of the cache (e.g. "data", "inception", "real-stats"), created on demand."""
     root = os.environ.get("GAN_CACHE_DIR")
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan"

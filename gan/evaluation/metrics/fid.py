@@ -1,0 +1,27 @@
+"""FID (Heusel et al. 2017): the Fréchet distance between Gaussians fitted to the generated and the
+real images' Inception pool features, |mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2)).
+
+The real mean and covariance come from the cached RealStats; torch-fidelity computes the rest.
+"""
+
+import torch
+
+from gan.evaluation.metrics import Metric, MetricSettings
+from gan.registry import METRICS
+
+
+@METRICS.register("fid")
+class FID(Metric):
+    torch_fidelity_name = "fid"
+    order = 0
+    columns = (("fid", 10),)
+
+    def compute(self, fake: torch.Tensor, real, settings: MetricSettings) -> dict:
+        from torch_fidelity.metric_fid import (
+            KEY_METRIC_FID,
+            fid_features_to_statistics,
+            fid_statistics_to_metric,
+        )
+
+        stats = fid_features_to_statistics(fake)
+        return {"fid": fid_statistics_to_metric(stats, real.fid_statistics(), verbose=False)[KEY_METRIC_FID]}

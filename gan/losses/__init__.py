@@ -1,0 +1,72 @@
+"""GAN losses on D's outputs and the penalties on D's input gradients.
+
+Each module here (bce.py, hinge.py, lsgan.py, wgan.py) is one loss: a GanLoss subclass registered in
+LOSSES under its module's name. A loss maps D's outputs (logits for bce, critic values for wgan) to
+scalars: `d_loss(real_logits, fake_logits)`, `g_loss(fake_logits)`, and `score(logits)` for the log
+(the probability "real" for bce, the raw output otherwise). A relativistic loss (rpgan) compares
+with D's outputs on a real batch in G's step too: it sets `g_needs_real`, and its
+`g_loss(fake_logits, real_logits)` gets them. The penalties configured in `cfg.loss`
+travel with the loss as `loss.penalties`; gan/steps.py applies them.
+
+Nothing here imports the losses: LOSSES lists them from this folder and imports the one asked for.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from gan.registry import LOSSES
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """Weights of the D regularisers (cfg.loss); 0 switches one off."""
+
+    gp_weight: float = 0.0  # lambda of the WGAN-GP penalty, every D step
+    r1_weight: float = 0.0  # gamma of R1, on real images
+    r1_every: int = 1  # lazy R1 and R2: every k-th D step, weighted by k
+    r2_weight: float = 0.0  # gamma of R2, on generated images
+
+    def r1_due(self, d_steps_done: int) -> bool:
+        """Lazy R1 (Karras et al. 2020) runs on D steps 0, k, 2k, ...: a function of the data position."""
+        return self.r1_weight > 0 and d_steps_done % self.r1_every == 0
+
+    def r2_due(self, d_steps_done: int) -> bool:
+        """R2 keeps R1's cadence."""
+        return self.r2_weight > 0 and d_steps_done % self.r1_every == 0
+
+
+class GanLoss:
+    g_needs_real = False  # True: g_loss(fake_logits, real_logits) needs D's outputs on a real batch
+
+    def __init__(self, penalties: Penalties = Penalties()):
+        self.penalties = penalties
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.mean()
+
+
+def build_loss(cfg) -> GanLoss:
+    penalties = Penalties(cfg.loss.gp_weight, cfg.loss.r1_weight, cfg.loss.r1_every, cfg.loss.r2_weight)
+    return LOSSES.get(cfg.loss.name, "loss.name")(penalties)
+
+
+# --------------------------------------------------------------------------- penalties
+
+
+def interpolate(real_img: torch.Tensor, gen_img: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's x_hat = eps * x + (1 - eps) * G(z), one eps ~ U[0, 1] per image."""
+    eps = torch.rand(len(real_img), *([1] * (real_img.ndim - 1)), device=real_img.device)
+    return torch.lerp(gen_img, real_img, eps)
+
+
+def gradient_penalty(grads: torch.Tensor) -> torch.Tensor:
+    """E[(||grad||_2 - 1)^2], each image's gradient flattened (Gulrajani et al. 2017, eq. 3)."""
+    norms = torch.linalg.vector_norm(grads.float().flatten(1), dim=1)
+    return (norms - 1).square().mean()
+
+
+def r1_penalty(grads: torch.Tensor) -> torch.Tensor:
+    """E[||grad||_2^2] over a batch: R1 on real images (Mescheder et al. 2018), R2 on generated ones
+    (R3GAN); the caller weights it by gamma / 2."""
+    return grads.float().flatten(1).square().sum(1).mean()
