@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from gan.errors import GanError, quote
-from gan.prepared import open_prepared, request_key, write_prepared
+from gan.prepared import RowReader, open_prepared, request_key, write_prepared
 from gan.registry import DATASETS
 
 ON_DEVICE_FRACTION = 0.25  # data.on_device copies a set to the GPU only below this share of its memory
@@ -29,6 +29,7 @@ class ImageData:
     num_classes: int
     digest: str = ""  # the content digest of these images (the prepared set's, and the selection)
     path: Path | None = None  # the prepared set
+    rows: RowReader | None = None  # reads a memory map's rows for batches, without mapping them
 
     def __len__(self) -> int:
         return len(self.images)
@@ -39,7 +40,8 @@ class ImageData:
             index = torch.as_tensor(index, device=self.images.device)
             return self.images[index], self.labels[index]
         index = np.asarray(index, dtype=np.int64)
-        return torch.from_numpy(self.images[index]), self.labels[torch.from_numpy(index)]
+        images = self.rows.read(index) if self.rows is not None else self.images[index]
+        return torch.from_numpy(images), self.labels[torch.from_numpy(index)]
 
     def to(self, device) -> "ImageData":
         images = self.images if isinstance(self.images, torch.Tensor) else torch.from_numpy(np.asarray(self.images))
@@ -153,14 +155,20 @@ def build_data(cfg, source=None, first=contextlib.nullcontext, say=print) -> Ima
             prepared = open_prepared(path)
         else:
             say(f"preparing data.name={source.name} at {cfg.data.resolution} px into {path} (once; later starts reuse it)")
-            prepared = write_prepared(source, path, cfg.data.resolution, cfg.data.channels, say=say)
+            try:
+                prepared = write_prepared(source, path, cfg.data.resolution, cfg.data.channels, say=say)
+            except OSError as err:  # a full or read-only cache disk
+                raise GanError(f"data.name={source.name} cannot be prepared into {quote(str(path))}: "
+                               f"{err.strerror or err}; free space or set GAN_CACHE_DIR, then start again "
+                               "(the work done so far is kept)") from None  # fmt: skip
     check_shape(prepared, cfg.data)
     images, labels = prepared.images, prepared.labels
     digest = prepared.digest
     if cfg.data.limit is not None and cfg.data.limit < len(images):
         images, labels = images[: cfg.data.limit], labels[: cfg.data.limit]
         digest = f"{digest}:first{cfg.data.limit}"
-    return ImageData(images, torch.from_numpy(np.array(labels)), prepared.num_classes, digest, path)
+    labels = torch.from_numpy(np.array(labels))
+    return ImageData(images, labels, prepared.num_classes, digest, path, RowReader(prepared.images))
 
 
 def check_shape(prepared, data_cfg) -> None:

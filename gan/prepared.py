@@ -36,7 +36,8 @@ from gan.files import append_jsonl, fsync, read_jsonl, write_atomic
 
 FORMAT = "gan-prepared-1"
 MANIFEST, IMAGES, LABELS = "manifest.json", "images.npy", "labels.npy"
-CHUNK_BYTES = 32 * 2**20  # decoded pixels per chunk: bounds each worker's memory
+CHUNK_BYTES = 32 * 2**20  # resized pixels per chunk: with DECODE_BATCH, bounds each worker's memory
+DECODE_BATCH = 16  # images decoded at their source size before they are resized
 MAX_CHUNK = 4096  # images per chunk, for small images
 SKIPPED_LISTED = 20  # skipped files named in the manifest; all are counted
 PROGRESS_SECONDS = 10.0
@@ -58,6 +59,33 @@ class PreparedSet:
     @property
     def digest(self) -> str:
         return self.manifest["digest"]
+
+
+class RowReader:
+    """Rows of a prepared set's images.npy read with pread into private buffers.
+
+    The operating system's page cache serves them, shared by every process of the node, but is not
+    mapped into this process: indexing the memory map instead would count every page it touches
+    (and the kernel's read-ahead around it) in the process's resident memory.
+    """
+
+    def __init__(self, images: np.memmap):
+        self.path, self.offset = images.filename, images.offset
+        self.row_shape = images.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape))
+        self._fd, self._pid = None, None
+
+    def __getstate__(self):  # a descriptor does not cross processes: each opens its own
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
+    def read(self, index) -> np.ndarray:
+        if self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        out = np.empty((len(index), *self.row_shape), dtype=np.uint8)
+        for k, i in enumerate(index):
+            if os.preadv(self._fd, [out[k]], self.offset + int(i) * self.row_bytes) != self.row_bytes:
+                raise GanError(f"{quote(str(self.path))} ends before row {int(i)}: the file was cut; prepare the set again")
+        return out
 
 
 def chunk_size(resolution: int, channels: int) -> int:
@@ -244,8 +272,15 @@ def _decode_all(source, chunks: list, partial: Path, resolution: int, channels: 
 def _run(source, tasks: list, workers: int):
     """Each task's record, decoded in this process (workers=1) or in a pool of spawned processes."""
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield _decode_chunk(source, *task)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one image at a time: more threads only add their overhead
+        try:
+            for task in tasks:
+                yield _decode_chunk(source, *task)
+        finally:
+            torch.set_num_threads(threads)
         return
     import multiprocessing
 
@@ -275,24 +310,30 @@ def _part(partial_or_parts: Path, index: int, kind: str) -> Path:
 
 
 def _decode_chunk(source, index: int, items: list, parts: str, resolution: int, channels: int) -> dict:
-    """Decode, resize and save one chunk; its journal record."""
+    """Decode, resize and save one chunk; its journal record.
+
+    The items are decoded DECODE_BATCH at a time and resized at once, so a worker holds the chunk at
+    the output size plus one small batch at the source's size (a folder of large photos included).
+    """
     import torch
 
     from gan.data import fit_images
 
-    decoded = source.decode(items, channels)
-    if isinstance(decoded.images, torch.Tensor):  # one array of equal sizes: resized at once
-        images = fit_images(decoded.images, resolution, channels)
-    elif decoded.images:
-        images = torch.stack([fit_images(x.unsqueeze(0), resolution, channels)[0] for x in decoded.images])
-    else:
-        images = torch.empty(0, channels, resolution, resolution, dtype=torch.uint8)
-    pixels = np.ascontiguousarray(images.numpy())
-    labels = np.asarray(decoded.labels, dtype=np.int64)
+    resized, labels, skipped = [], [], []
+    for start in range(0, len(items), DECODE_BATCH):
+        decoded = source.decode(items[start : start + DECODE_BATCH], channels)
+        if isinstance(decoded.images, torch.Tensor):  # one array of equal sizes: resized at once
+            resized.append(fit_images(decoded.images, resolution, channels))
+        elif decoded.images:
+            resized.append(torch.stack([fit_images(x.unsqueeze(0), resolution, channels)[0] for x in decoded.images]))
+        labels += decoded.labels
+        skipped += [list(s) for s in decoded.skipped]
+    empty = torch.empty(0, channels, resolution, resolution, dtype=torch.uint8)
+    pixels = np.ascontiguousarray(torch.cat(resized).numpy() if resized else empty.numpy())
+    labels = np.asarray(labels, dtype=np.int64)
     for kind, array in (("images", pixels), ("labels", labels)):
         write_atomic(_part(Path(parts), index, kind), lambda tmp, a=array: _save_npy(tmp, a))
-    return {"chunk": index, "count": len(labels), "skipped": [list(s) for s in decoded.skipped],
-            "labels": sorted(set(labels.tolist()))}  # fmt: skip
+    return {"chunk": index, "count": len(labels), "skipped": skipped, "labels": sorted(set(labels.tolist()))}
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
