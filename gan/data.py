@@ -72,7 +72,7 @@ def keep_batch(batch):
 
 def as_tensor(images) -> torch.Tensor:
     """uint8 images as a tensor: a memory map's rows are read (copied) now."""
-    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a writable copy
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
