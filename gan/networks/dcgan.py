@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.errors import GanError
 from gan.networks._layers import LabelledSequential, Projection, check_d_norm, d_norm, g_norm
+from gan.networks._resolutions import check_resolution
 from gan.registry import NETWORKS
 
 # resolution -> (side of the first feature map, number of 2x upsamplings)
@@ -101,10 +101,7 @@ def dcgan_init(module: nn.Module) -> None:
 @NETWORKS.register("dcgan")
 def build_dcgan(cfg, num_classes: int = 0):
     m, d = cfg.model, cfg.data
-    if d.resolution not in LAYOUTS:
-        legal = ", ".join(map(str, LAYOUTS))
-        raise GanError(f"data.resolution={d.resolution} cannot be produced by model.network=dcgan; "
-                       f"choose one of: {legal}")  # fmt: skip
+    check_resolution(cfg)  # the one-line error naming the legal sizes (LAYOUTS)
     norm = check_d_norm(m, ("batch", "layer", "none"), default="batch")
     classes = num_classes if m.conditional else 0
     G = DCGANGenerator(m.z_dim, m.g_channels, d.channels, d.resolution, classes)

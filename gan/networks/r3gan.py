@@ -49,6 +49,7 @@ from torch import nn
 
 from gan.errors import GanError, quote
 from gan.networks._layers import check_d_norm
+from gan.networks._resolutions import check_resolution
 from gan.registry import NETWORKS
 
 # resolution -> (side of G's first feature map and of D's last, number of stages: one per side)
@@ -233,10 +234,7 @@ def per_stage(key: str, value: int | list[int], stages: int, resolution: int) ->
 @NETWORKS.register("r3gan")
 def build_r3gan(cfg, num_classes: int = 0):
     m, d = cfg.model, cfg.data
-    if d.resolution not in LAYOUTS:
-        legal = ", ".join(map(str, LAYOUTS))
-        raise GanError(f"data.resolution={d.resolution} cannot be produced by model.network=r3gan; "
-                       f"choose one of: {legal}")  # fmt: skip
+    check_resolution(cfg)  # the one-line error naming the legal sizes (LAYOUTS)
     check_d_norm(m, ("none",), default="none")
     if m.spectral_norm:
         raise GanError("model.spectral_norm=true is not available for model.network=r3gan (it has no "

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.errors import GanError
 from gan.networks._layers import Projection, apply_norm, check_d_norm, g_norm
+from gan.networks._resolutions import check_resolution
 from gan.registry import NETWORKS
 
 # resolution -> (side of G's first feature map, G's widths, D's widths, how many of D's blocks halve the side).
@@ -146,10 +146,7 @@ class ResNetDiscriminator(nn.Module):
 @NETWORKS.register("resnet")
 def build_resnet(cfg, num_classes: int = 0):
     m, d = cfg.model, cfg.data
-    if d.resolution not in LAYOUTS:
-        legal = ", ".join(map(str, LAYOUTS))
-        raise GanError(f"data.resolution={d.resolution} cannot be produced by model.network=resnet; "
-                       f"choose one of: {legal}")  # fmt: skip
+    check_resolution(cfg)  # the one-line error naming the legal sizes (LAYOUTS)
     check_d_norm(cfg.model, ("none",), default="none")
     classes = num_classes if m.conditional else 0
     G = ResNetGenerator(m.z_dim, m.g_channels, d.channels, d.resolution, classes)
