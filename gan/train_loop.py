@@ -147,7 +147,7 @@ def set_tf32(enabled: bool) -> None:
 def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, data) -> int:
     data, pin = place_data(data, accelerator.device, cfg.data.on_device, say=accelerator.print)
     loader = make_dataloader(data, cfg.train.batch_size, pin_memory=pin)
-    nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)  # check_fits: len(loader) > 0
+    nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)  # check_batch: len(loader) > 0
     loss_fn = build_loss(cfg)
     state = ckpt.resume(accelerator, run_dir, nets)
     logger = RunLogger(accelerator, run_dir, cfg)
