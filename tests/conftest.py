@@ -17,9 +17,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Under pytest-xdist (`--dist loadfile`: a file's tests share one worker, and so its module-scoped runs)
 # the files that take longest start first, so that neither worker is left alone with one at the end.
-SLOWEST_FIRST = ["test_evaluate.py", "test_family.py", "test_bad_inputs.py", "test_evaluate_metrics.py",
-                 "test_slurm.py", "test_reliability.py", "test_preemption.py", "test_train.py",
-                 "test_tracking.py", "test_checkpoint_safety.py"]  # fmt: skip
+SLOWEST_FIRST = ["test_family.py", "test_evaluate.py", "test_slurm.py", "test_evaluate_metrics.py",
+                 "test_preemption.py", "test_prepare.py", "test_train.py", "test_tracking.py", "test_install.py",
+                 "test_multinode.py", "test_checkpoint_safety.py"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,10 +30,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def dcgan_run(tmp_path_factory) -> Path:
-    """One tiny finished DCGAN run (with G_ema), shared by the tests that only read a run.
+    """One tiny finished DCGAN run (with G_ema) through `accelerate launch`, shared by the tests that only read a run.
 
     Once per session, or once per xdist worker that runs a test using it.
     """
     run_dir = tmp_path_factory.mktemp("runs") / "dcgan"
-    train("dcgan_mnist", run_dir, *TINY)
+    train("dcgan_mnist", run_dir, *TINY, launcher=True)
     return run_dir

@@ -3,7 +3,10 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -27,28 +30,64 @@ def base_env(**extra) -> dict:
 
 
 def run(args, env=None, timeout=600, check=False, cwd=ROOT) -> subprocess.CompletedProcess:
-    """Run a command; returns the CompletedProcess with text stdout/stderr."""
-    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env or base_env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    """Run a command; returns the CompletedProcess with text stdout/stderr.
+
+    The package's own commands (`python train.py`, `python evaluate.py`, `python -m gan.X`) start in a
+    process forked from one that has imported torch already (tests/forkserver.py); others, and those
+    whose environment differs where an interpreter reads it at start, run as plain subprocesses.
+    """
+    args, env = [str(a) for a in args], env or base_env()
+    if forkserver.forks(args, env, cwd):
+        proc = forkserver.run(args, env, cwd, timeout)
+    else:
+        proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
 
 
+ENVIRON_LOCK = threading.Lock()  # launched_env() swaps os.environ for a moment
+LAUNCH_ONE = ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
 def train_cmd(config: str, run_dir, *overrides, processes: int = 1) -> list:
     """The README's command: accelerate launch train.py ... (2 CPU processes with --multi_gpu)."""
     if processes == 1:
-        launch = [ACCELERATE, "launch", "--num_processes", "1", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+        launch = [ACCELERATE, "launch", *LAUNCH_ONE]
     else:
         launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
-    return [*launch, "train.py", "--config", f"configs/{config}.yaml", "--run-dir", str(run_dir), *overrides]
+    return [*launch, *script_cmd(config, run_dir, *overrides)]
 
 
-def train(config: str, run_dir, *overrides, processes: int = 1, env=None, check=True):
+def script_cmd(config: str, run_dir, *overrides) -> list:
+    return ["train.py", "--config", f"configs/{config}.yaml", "--run-dir", str(run_dir), *overrides]
+
+
+def train(config: str, run_dir, *overrides, processes: int = 1, env=None, check=True, launcher=False):
+    """`accelerate launch train.py ...`.
+
+    With one process and launcher=False, the launcher's one child alone: `python train.py ...` in the
+    environment `accelerate launch` gives it (launched_env), which helpers.run can fork.
+    """
     env = env or base_env(ACCELERATE_USE_CPU="1")
+    if processes == 1 and not launcher:
+        return run([PYTHON, *script_cmd(config, run_dir, *overrides)], env=launched_env(env), check=check)
     return run(train_cmd(config, run_dir, *overrides, processes=processes), env=env, check=check)
+
+
+def launched_env(env: dict) -> dict:
+    """The environment `accelerate launch LAUNCH_ONE` gives its one process, computed by Accelerate's code."""
+    from unittest import mock
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    args = launch_command_parser().parse_args([*LAUNCH_ONE, "train.py"])
+    with ENVIRON_LOCK, mock.patch.dict(os.environ, env, clear=True):
+        args, _, _ = _validate_launch_command(args)
+        _, launched = prepare_simple_launcher_cmd_env(args)
+    return launched
 
 
 def free_port() -> int:

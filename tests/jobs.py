@@ -4,6 +4,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import forkserver
 import psutil
 from helpers import PYTHON, ROOT, TINY, base_env
 from safetensors.torch import load_file
@@ -20,13 +21,18 @@ class Background:
     """A command running beside the test; its output goes to a file (a full pipe would block it).
 
     Use it as a context manager: whatever is still running at the end is killed, children first.
+    The package's own commands start through the fork server (tests/forkserver.py) unless popen
+    options are given.
     """
 
     def __init__(self, args, log: Path, env=None, **popen):
         self.log = Path(log)
+        args, env = [str(a) for a in args], env or base_env(ACCELERATE_USE_CPU="1")
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([str(a) for a in args], cwd=ROOT, env=env or base_env(ACCELERATE_USE_CPU="1"),
-                                         stdout=out, stderr=subprocess.STDOUT, **popen)  # fmt: skip
+            if not popen and forkserver.forks(args, env):
+                self.proc = forkserver.start(args, env, ROOT, out.fileno(), out.fileno())
+            else:
+                self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, **popen)
 
     def __enter__(self):
         return self

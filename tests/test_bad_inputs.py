@@ -3,18 +3,17 @@
 Every row must end with a non-zero exit, one line `error: ...` that names the problem, no
 traceback, and nothing lost: the case's folder (a copy of a finished run, a plain file, data
 folders) is unchanged and no new run folder or output appears. The commands run side by side
-before the checks: each spends most of its ~3 s importing torch.
+before the checks, each in a process of its own (forked from one that imported torch: helpers.run).
 """
 
 import os
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, ROOT, TINY, base_env, snapshot
+from helpers import PYTHON, ROOT, TINY, base_env, run, snapshot
 
 EVALUATE = ROOT / "evaluate.py"
 TRAIN = [PYTHON, "train.py", "--config", "configs/dcgan_mnist.yaml"]
@@ -148,8 +147,7 @@ def outcomes(dcgan_run, tmp_path_factory) -> dict:
     def run_one(name):
         args, folder = jobs[name]
         before = folder_state(folder)
-        proc = subprocess.run(args, cwd=ROOT, env=base_env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
+        proc = run(args, env=base_env(ACCELERATE_USE_CPU="1"), timeout=300)
         return name, (proc, before, folder_state(folder), folder)
 
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:

@@ -35,7 +35,7 @@ def test_one_process(tmp_path, config, request):
         run_dir = request.getfixturevalue("dcgan_run")
     else:
         run_dir = tmp_path / "run"
-        train(config, run_dir, *TINY)
+        train(config, run_dir, *TINY, launcher=True)
     assert_run_folder(run_dir)
 
 
