@@ -78,10 +78,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.guide_run", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a new folder for the run")
     parser.add_argument("--steps", type=int, help="stop after this many steps (default: at SIGTERM)")
+    parser.add_argument("--seed", type=int, default=0, help="torch's seed (default 0)")
     args = parser.parse_args()
     if args.run_dir.exists() and any(args.run_dir.iterdir()):
         raise SystemExit(f"error: --run-dir {args.run_dir} exists and is not empty")
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     gan = GuideGAN()
     step, stopped = train(gan, args.steps)
     path = save(args.run_dir, gan, step)

@@ -1,15 +1,16 @@
 """Sample quality after a fixed wall-clock budget: train each MNIST preset, then FID by the evaluator.
 
-python -m bench.quality [--minutes 10] [--presets a,b] [--num-samples 2000] [--out runs/quality]
+python -m bench.quality [--minutes 10] [--presets a,b] [--seeds 0,1,2] [--num-samples 2000] [--out runs/quality]
 
-For each preset: `python train.py --config configs/P.yaml --run-dir OUT/P` (one process, every
-core) runs with an unreachable train.steps; after --minutes of wall time from its launch it gets
+For each preset and seed: `python train.py --config configs/P.yaml --run-dir OUT/P-seedS
+train.seed=S` (one process, every core) runs with an unreachable train.steps; after --minutes of wall time from its launch it gets
 SIGTERM, finishes its step, writes a checkpoint and exits 75 (the preemption path). Then
 `python evaluate.py OUT/P --metrics fid --num-samples N --checkpoints latest` scores that
 checkpoint (G_ema where the preset keeps one) against all 5,000 embedded digits. The name
 `guide` in --presets runs the guide's own loop instead (bench/guide_run.py: same budget, same
 SIGTERM, same evaluate.py command), so the two are compared in one run. A markdown
-table goes to stdout and the numbers to OUT/quality.json. Run it on an otherwise idle machine:
+table (the mean over the seeds and their range) goes to stdout and every run's numbers to
+OUT/quality.json. Run it on an otherwise idle machine:
 the budget is wall time, so a busy CPU means fewer steps.
 """
 
@@ -28,24 +29,25 @@ from gan.files import read_jsonl
 from gan.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist"]
+MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist"]
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
 
 
-def train_command(preset: str, run_dir: Path) -> list[str]:
+def train_command(preset: str, run_dir: Path, seed: int) -> list[str]:
     if preset == GUIDE:
-        return [sys.executable, "-m", "bench.guide_run", "--run-dir", str(run_dir)]
+        return [sys.executable, "-m", "bench.guide_run", "--run-dir", str(run_dir), "--seed", str(seed)]
     return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
-            f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", "wandb.mode=disabled"]  # fmt: skip
+            f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", f"train.seed={seed}",
+            "wandb.mode=disabled"]  # fmt: skip
 
 
 def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None,
-              precision: str = "no") -> dict:  # fmt: skip
+              precision: str = "no", seed: int = 0) -> dict:  # fmt: skip
     """Train until the budget is spent; returns steps done and wall time."""
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"error: {run_dir} exists and is not empty; choose another --out")
-    cmd = train_command(preset, run_dir)
+    cmd = train_command(preset, run_dir, seed)
     env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -66,8 +68,8 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     if code != EXIT_PREEMPTED:
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
     meta = resolve_checkpoint(run_dir).meta  # the newest checkpoint: the one written at SIGTERM
-    return {"steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall, "threads": threads or os.cpu_count(),
-            "precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
+    return {"seed": seed, "steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall,
+            "threads": threads or os.cpu_count(), "precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> float:
@@ -78,11 +80,31 @@ def evaluate(run_dir: Path, num_samples: int, log) -> float:
     return read_jsonl(RunFolder(run_dir).metrics)[-1]["fid"]
 
 
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: --seeds {text!r}: give distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def summary(runs: list[dict], key: str, digits: int = 1) -> str:
+    """The mean over the seeds, and their range when there are several."""
+    values = [r[key] for r in runs]
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:,.{digits}f}"
+    return f"{mean:,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall time per preset")
     parser.add_argument("--presets", default=",".join(MNIST_PRESETS),
                         help=f"comma-separated preset names; {GUIDE!r} is the guide's own loop")  # fmt: skip
+    parser.add_argument("--seeds", default="0", type=seed_list, help="comma-separated train.seed values (default 0)")
     parser.add_argument("--num-samples", type=int, default=2000, help="generated images for FID")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality", help="folder for the runs")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for training (default: every core)")
@@ -90,24 +112,29 @@ def main() -> None:
                         help="training precision of the presets (bf16: autocast on the CPU)")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset; FID from "
+    print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset and seed; FID from "
           f"{args.num_samples} samples against the 5,000 embedded digits", file=sys.stderr)  # fmt: skip
     results = {}
     for preset in args.presets.split(","):
-        run_dir = args.out / preset
-        with open(args.out / f"{preset}.log", "w") as log:
-            result = train_for(preset, run_dir, args.minutes * 60, log, args.threads, args.mixed_precision)
-            result["fid"] = evaluate(run_dir, args.num_samples, log)
-        results[preset] = result
-        print(f"  {preset}: {result['steps']} steps, FID {result['fid']:.1f}", file=sys.stderr)
-        (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n| preset | torch threads | G steps in {args.minutes:g} min | kimg | FID ({args.num_samples:,} samples) |")
+        for seed in args.seeds:
+            name = f"{preset}-seed{seed}"
+            with open(args.out / f"{name}.log", "w") as log:
+                result = train_for(preset, args.out / name, args.minutes * 60, log, args.threads,
+                                   args.mixed_precision, seed)  # fmt: skip
+                result["fid"] = evaluate(args.out / name, args.num_samples, log)
+            results.setdefault(preset, []).append(result)
+            print(f"  {name}: {result['steps']} steps, FID {result['fid']:.1f}", file=sys.stderr)
+            (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    seeds = ",".join(map(str, args.seeds))
+    print(f"\n| preset | torch threads | G steps in {args.minutes:g} min | kimg | FID ({args.num_samples:,} samples), "
+          f"mean (range) of seeds {seeds} |")  # fmt: skip
     print("|---|---|---|---|---|")
-    for preset, r in results.items():
-        print(f"| `{preset}` | {r['threads']} | {r['steps']:,} | {r['kimg']:.0f} | {r['fid']:.1f} |")
+    for preset, runs in results.items():
+        print(f"| `{preset}` | {runs[0]['threads']} | {summary(runs, 'steps', 0)} | {summary(runs, 'kimg', 0)} | "
+              f"{summary(runs, 'fid')} |")  # fmt: skip
     extra = f" --threads {args.threads}" if args.threads else ""
     extra += f" --mixed-precision {args.mixed_precision}" if args.mixed_precision != "no" else ""
-    print(f"\ncommand: python -m bench.quality --minutes {args.minutes:g} --presets {args.presets} "
+    print(f"\ncommand: python -m bench.quality --minutes {args.minutes:g} --presets {args.presets} --seeds {seeds} "
           f"--num-samples {args.num_samples}{extra}")  # fmt: skip
 
 
