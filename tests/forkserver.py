@@ -42,6 +42,9 @@ PRELOAD = ("torch", "torchvision", "accelerate", "numpy", "PIL.Image", "safetens
 MAX_REQUEST = 1 << 20
 
 
+# --------------------------------------------------------------------------- the server
+
+
 def preload() -> None:
     import importlib
 
@@ -133,6 +136,33 @@ def run_command(argv: list) -> None:
         sys.argv = list(argv)
         sys.path[0] = os.path.dirname(script)
         runpy.run_path(script, run_name="__main__")
+
+
+def exit_quickly(code: int | None) -> None:
+    """What the interpreter does at exit that a command can see, without tearing down every module
+    (freeing torch's and wandb's one by one takes longer than most commands here): join the
+    non-daemon threads, run the atexit handlers, flush the standard files. code None: die of SIGINT,
+    as Python does after an unhandled KeyboardInterrupt.
+    """
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if code is None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(1 if code is None else code)
+
+
+def exit_code(error: SystemExit) -> int:
+    """The status `python` exits with for SystemExit(error.code): None is 0, other objects are printed, 1."""
+    if error.code is None or isinstance(error.code, int):
+        return error.code or 0
+    print(error.code, file=sys.stderr)
+    return 1
 
 
 # --------------------------------------------------------------------------- the client
@@ -268,37 +298,6 @@ def server() -> Server:
         if _server is None:
             _server = Server()
     return _server
-
-
-def exit_quickly(code: int | None) -> None:
-    """What the interpreter does at exit that a command can see, without tearing down every module.
-
-    Python joins the non-daemon threads, runs the atexit handlers and flushes the standard files;
-    freeing torch's and wandb's modules one by one would then take about 1.5 s of each command.
-    code None: die of SIGINT, as Python does after an unhandled KeyboardInterrupt.
-    """
-    import atexit
-    import threading
-
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    if code is None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    os._exit(1 if code is None else code)
-
-
-def exit_code(error: SystemExit) -> int:
-    """The status `python` exits with for SystemExit(error.code): None is 0, other objects are printed, 1."""
-    if error.code is None or isinstance(error.code, int):
-        return error.code or 0
-    print(error.code, file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ def base_env(**extra) -> dict:
 def run(args, env=None, timeout=600, check=False, cwd=ROOT) -> subprocess.CompletedProcess:
     """Run a command; returns the CompletedProcess with text stdout/stderr.
 
-    The package's own commands (`python train.py`, `python evaluate.py`, `python -m gan.X`) start in a
-    process forked from one that has imported torch already (tests/forkserver.py); others, and those
-    whose environment differs where an interpreter reads it at start, run as plain subprocesses.
+    The package's own commands (`python train.py`, `python evaluate.py`, `python -m gan.X`) and
+    `accelerate launch` start in a process forked from one that has imported torch already
+    (tests/forkserver.py); others, and those whose environment differs where an interpreter reads it
+    at start, run as plain subprocesses.
     """
     args, env = [str(a) for a in args], env or base_env()
     if forkserver.forks(args, env, cwd):

@@ -76,9 +76,10 @@ def fid(fake: torch.Tensor, real: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def ours(features):
-    """Our FID and KID of the second set against the first (each FID costs seconds: computed once)."""
-    layers = feature_layers(("fid", "kid"), "inception-v3-compat")
-    return compute_metrics({"2048": features[1]}, as_real(features[0]), settings(("fid", "kid")), layers)
+    """Our FID, KID, precision and recall of the second set against the first (each FID costs seconds:
+    computed once)."""
+    layers = feature_layers(("fid", "kid", "prc"), "inception-v3-compat")
+    return compute_metrics({"2048": features[1]}, as_real(features[0]), settings(("fid", "kid", "prc")), layers)
 
 
 def test_fid_of_a_set_with_itself_is_about_zero_and_a_shifted_set_is_far(digits, features, extractor, state):
@@ -88,7 +89,7 @@ def test_fid_of_a_set_with_itself_is_about_zero_and_a_shifted_set_is_far(digits,
     assert abs(fid(features[0], features[0])) < 1e-3 * shifted_fid
 
 
-def test_fid_and_kid_equal_calculate_metrics_on_the_same_folders(tmp_path, digits, ours, weights):
+def test_fid_kid_and_prc_equal_calculate_metrics_on_the_same_folders(tmp_path, digits, ours, weights):
     from torch_fidelity import calculate_metrics
 
     folders = []
@@ -99,13 +100,15 @@ def test_fid_and_kid_equal_calculate_metrics_on_the_same_folders(tmp_path, digit
             Image.fromarray(image[0].numpy()).save(folder / f"{i:04d}.png")
         folders.append(str(folder))
     theirs = calculate_metrics(
-        input1=folders[1], input2=folders[0], fid=True, kid=True, kid_subset_size=8,
+        input1=folders[1], input2=folders[0], fid=True, kid=True, prc=True, kid_subset_size=8,
         feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights.path),
         cuda=False, cache=False, verbose=False, save_cpu_ram=True,
     )  # fmt: skip
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-5)
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-5)
     assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-5)
+    assert (ours["precision"], ours["recall"]) == (theirs["precision"], theirs["recall"])
+    assert 0 < ours["precision"] < 1 or 0 < ours["recall"] < 1  # not a degenerate pair that any code would match
 
 
 def test_fid_does_not_depend_on_the_batch_size(digits, features, ours, extractor, state):

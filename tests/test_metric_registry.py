@@ -162,6 +162,24 @@ def test_the_numbers_are_torch_fidelitys_functions_with_their_defaults(metrics_f
     assert only_kid == {**dict.fromkeys(ours), "kid_mean": ours["kid_mean"], "kid_std": ours["kid_std"]}
 
 
+# --------------------------------------------------------------------------- precision and recall
+
+
+def test_precision_and_recall_by_hand():
+    """k = 3 balls: real points 0, 1, 2, 3, 10 on a line (radii 3, 2, 2, 3, 9); generated 1.5 and 20."""
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    fake = torch.tensor([[1.5], [20.0], [1.6], [1.7], [19.0]])
+    record = compute_metrics({"2048": fake}, as_real(real), settings(("prc",)), {"prc": "2048"})
+    # precision: 1.5, 1.6, 1.7 and 19 (within 9 of 10) lie in a real ball, 20 does not
+    # recall: the generated radii (k = 3 among 1.5, 1.6, 1.7, 19, 20) are 17.5, 17.4, 17.3, 17.4, 18.4:
+    # every real point lies within one of them
+    assert (record["precision"], record["recall"]) == (pytest.approx(4 / 5), pytest.approx(1.0))
+    assert feature_layers(("prc",), EXTRACTOR) == {"prc": "2048"} and metric("prc").needs_real
+    with pytest.raises(GanError, match=r"^--num-samples 3 is too small for precision and recall: each set needs more"):
+        check_sizes(settings(num_samples=3), ("prc",), 16, 1)
+    assert settings(("fid", "prc")).as_dict()["prc_neighborhood"] == 3
+
+
 # --------------------------------------------------------------------------- a new metric: one file
 
 NORM = '''
