@@ -3,7 +3,8 @@
 python -m bench.quality [--minutes 10] [--presets a,b] [--seeds 0,1,2] [--num-samples 2000] [--out runs/quality]
 
 For each preset and seed: `python train.py --config configs/P.yaml --run-dir OUT/P-seedS
-train.seed=S` (one process, every core) runs with an unreachable train.steps; after --minutes of wall time from its launch it gets
+train.seed=S` (one process, every core) runs with an unreachable train.steps (a preset whose
+schedules run over train.steps keeps its horizon: schedule.kimg = its train.steps x batch); after --minutes of wall time from its launch it gets
 SIGTERM, finishes its step, writes a checkpoint and exits 75 (the preemption path). Then
 `python evaluate.py OUT/P --metrics fid --num-samples N --checkpoints latest` scores that
 checkpoint (G_ema where the preset keeps one) against all 5,000 embedded digits. The name
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from gan.checkpoint import resolve_checkpoint
+from gan.config import load_config
 from gan.errors import EXIT_PREEMPTED
 from gan.files import read_jsonl
 from gan.run_folder import RunFolder
@@ -39,7 +41,17 @@ def train_command(preset: str, run_dir: Path, seed: int) -> list[str]:
         return [sys.executable, "-m", "bench.guide_run", "--run-dir", str(run_dir), "--seed", str(seed)]
     return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
             f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", f"train.seed={seed}",
-            "wandb.mode=disabled"]  # fmt: skip
+            *schedule_horizon(preset), "wandb.mode=disabled"]  # fmt: skip
+
+
+def schedule_horizon(preset: str) -> list[str]:
+    """The override that keeps a preset's schedules on its own horizon once train.steps is unreachable:
+    ramps over train.steps would otherwise stay at their start values for the whole budget."""
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
+    ramps = [getattr(cfg.schedule, name) for name in vars(cfg.schedule) if name != "kimg"]
+    if cfg.schedule.kimg is not None or all(ramp.end is None for ramp in ramps):
+        return []
+    return [f"schedule.kimg={cfg.train.steps * cfg.train.batch_size / 1000:g}"]
 
 
 def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None,
