@@ -1,4 +1,5 @@
-"""Inception features of real and generated images, split across processes.
+"""Inception features (and those of any other torch-fidelity extractor) of real and generated images,
+split across processes.
 
 torch-fidelity's `calculate_metrics` extracts features in one process only. Here each process
 takes a contiguous share of the images (or of the noise vectors), runs torch-fidelity's own
@@ -76,8 +77,9 @@ def image_features(extractor, images: torch.Tensor, batch_size: int, accelerator
 
 
 @torch.no_grad()
-def generated_features(G, extractor, z, labels, batch_size: int, accelerator) -> dict[str, torch.Tensor]:
-    """Features of G's images for every (z, label); each process generates and extracts its share.
+def generated_features(G, extractors: dict, z, labels, batch_size: int, accelerator) -> dict[str, dict]:
+    """{extractor name: {layer: features}} of G's images for every (z, label), from each of `extractors`
+    ({name: extractor}); each process generates its share once and every extractor reads each batch.
 
     Images are quantised to uint8 as torch-fidelity and StyleGAN do, `(x * 127.5 + 128).clamp(0, 255)`,
     one batch at a time, so memory does not grow with the number of samples.
@@ -85,10 +87,12 @@ def generated_features(G, extractor, z, labels, batch_size: int, accelerator) ->
     n = len(z)
     part = share(n, accelerator)
     z, labels = z[part].to(accelerator.device), labels[part].to(accelerator.device)
+    batches = []
     with inception_precision():
-        batches = [extract(extractor, to_uint8(G(z[i : i + batch_size], labels[i : i + batch_size])))
-                   for i in range(0, len(z), batch_size)]  # fmt: skip
-    return gather_rows(_concat(batches), n, accelerator)
+        for i in range(0, len(z), batch_size):
+            images = to_uint8(G(z[i : i + batch_size], labels[i : i + batch_size]))
+            batches.append({name: extract(extractor, images) for name, extractor in extractors.items()})
+    return {name: gather_rows(_concat([b[name] for b in batches]), n, accelerator) for name in extractors}
 
 
 def gather_rows(local: dict[str, torch.Tensor], n: int, accelerator) -> dict[str, torch.Tensor]:

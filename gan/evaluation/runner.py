@@ -26,8 +26,9 @@ from gan.evaluation.inception import resolve_weights
 from gan.evaluation.metrics import (
     DEFAULT_METRICS,
     MetricSettings,
+    by_extractor,
     check_sizes,
-    compute_metrics,
+    compute_by_extractor,
     feature_layers,
     metric,
     real_layer,
@@ -151,13 +152,17 @@ def check_architecture(ckpt_cfg: Config, run_cfg: Config, path: Path) -> None:
 
 
 class Evaluator:
-    """What one invocation shares across checkpoints. The extractor and the real statistics are
-    built on first need, so a call that finds nothing new to evaluate loads neither."""
+    """What one invocation shares across checkpoints. The extractors (one per extractor the metrics read:
+    Inception, and others such as fd_mnist's classifier) and the real statistics (one per extractor whose
+    metrics compare with real images) are built on first need, so a call that finds nothing new to
+    evaluate loads none of them."""
 
     def __init__(self, accelerator, opts: EvalOptions, cfg: Config, settings: MetricSettings, weights, layers):
         self.accelerator, self.opts, self.cfg = accelerator, opts, cfg
         self.settings, self.weights, self.layers = settings, weights, layers
-        self.extractor = self.real = None
+        self.groups = by_extractor(layers, settings.feature_extractor)  # {extractor: {metric: layer}}
+        self.extractors: dict = {}  # {extractor name: torch-fidelity extractor}
+        self.real: dict = {}  # {extractor name: RealStats} on the main process
         self.skipped: dict[int, str] = {}  # step -> why it could not be evaluated
         self.logger: EvalLogger | None = None  # W&B, started with the first result
         self.printed_header = False
@@ -166,22 +171,29 @@ class Evaluator:
         self.accelerator.print(*args, **kwargs, flush=True)
 
     def prepare(self) -> None:
-        if self.extractor is not None:
+        if self.extractors:
             return
-        device = self.accelerator.device
-        self.extractor = create_extractor(self.weights, sorted(set(self.layers.values())), device)
-        layer = real_layer(self.layers)
-        if layer is None:  # no computed metric compares with the real images
+        inception = self.settings.feature_extractor
+        for name, layers in self.groups.items():  # an extractor other than Inception loads its own weights
+            weights = self.weights if name == inception else None
+            self.extractors[name] = create_extractor(weights, sorted(set(layers.values())), self.accelerator.device,
+                                                     name)  # fmt: skip
+        compared = {name: real_layer(layers) for name, layers in self.groups.items()}
+        compared = {name: layer for name, layer in compared.items() if layer is not None}
+        if not compared:  # no computed metric compares with the real images
             return
         images, digest = real_images(self.cfg, self.opts.num_real)
         check_sizes(self.settings, self.layers.keys(), len(images), self.accelerator.num_processes)
-        start = time.perf_counter()
-        self.real = real_stats(self.cfg, images, digest, self.extractor, self.weights.tag, layer,
-                               self.opts.batch_size, self.accelerator)  # fmt: skip
-        if self.accelerator.is_main_process:
-            seconds = time.perf_counter() - start
-            how = "loaded from" if self.real.from_cache else f"computed in {seconds:.1f} s into"
-            self.print(f"real-data statistics ({len(images)} images): {how} {self.real.path}")
+        for name, layer in compared.items():
+            extractor, start = self.extractors[name], time.perf_counter()
+            # The cache key names the extractor and its weights: each extractor's statistics have their own file.
+            tag = self.weights.tag if name == inception else extractor.weights_tag
+            real = real_stats(self.cfg, images, digest, extractor, tag, layer, self.opts.batch_size, self.accelerator)
+            if self.accelerator.is_main_process:
+                self.real[name] = real
+                seconds = time.perf_counter() - start
+                how = "loaded from" if real.from_cache else f"computed in {seconds:.1f} s into"
+                self.print(f"real-data statistics ({len(images)} images): {how} {real.path}")
 
     def load(self, path: Path):
         """((G, meta), None) on every process, or (None, (kind, why)) on every process when any of them failed."""
@@ -224,10 +236,10 @@ class Evaluator:
         n = self.opts.num_samples
         # The same z for every checkpoint and world size; a conditional G gets uniformly random classes.
         z, c = sample_latents(n, G.z_dim, self.opts.seed, int(getattr(G, "num_classes", 0)), classes="random")
-        fake = generated_features(G, self.extractor, z, c, self.opts.batch_size, self.accelerator)
+        fake = generated_features(G, self.extractors, z, c, self.opts.batch_size, self.accelerator)
         if not self.accelerator.is_main_process:
             return None
-        numbers = compute_metrics(fake, self.real, self.settings, self.layers)
+        numbers = compute_by_extractor(fake, self.real, self.settings, self.groups)
         return {"step": step, "kimg": meta.get("kimg"), **numbers, "num_samples": n,
                 "checkpoint": str(path.relative_to(self.opts.run_dir)), "settings": self.settings.as_dict(),
                 "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
@@ -247,7 +259,10 @@ class Evaluator:
 
 def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
     """(settings, weights, {metric: layer}). Without a classifier in the weights the metrics that need one
-    (IS) are dropped, with one line saying why; the settings keep them, as requested."""
+    (IS) are dropped, with one line saying why; the settings keep them, as requested. A metric that cannot
+    read the run's images (fd_mnist on RGB) is refused before any weights or checkpoint is read."""
+    for name in opts.metrics:
+        metric(name).check_data(cfg.data)
     weights = on_main(accelerator, lambda: resolve_weights(cfg.eval.inception_weights))
     metrics = opts.metrics
     unavailable = [] if weights.has_classifier else [m for m in metrics if metric(m).needs_classifier]

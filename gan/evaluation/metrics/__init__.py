@@ -66,6 +66,7 @@ class Metric:
     needs_real: bool = True  # compares with the real images (RealStats); False: generated images only
     needs_classifier: bool = False  # reads Inception's 1008-way logits, which the offline weights lack
     parameters: dict = {}  # constants its numbers depend on beyond MetricSettings': joined to the settings key
+    feature_extractor: str | None = None  # torch-fidelity's registered extractor it reads; None: the Inception one
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -82,6 +83,9 @@ class Metric:
         from torch_fidelity.utils import resolve_feature_layer_for_metric
 
         return resolve_feature_layer_for_metric(self.torch_fidelity_name, feature_extractor=extractor_name)
+
+    def check_data(self, data) -> None:
+        """A GanError when the run's data (its cfg.data) are images it cannot read; the default reads any."""
 
     def check_sizes(self, settings: MetricSettings, num_real: float) -> None:
         """A GanError naming the option to change when the sample counts are too small for it.
@@ -132,14 +136,28 @@ def check_sizes(settings: MetricSettings, metrics, num_real: float, num_processe
         metric(name).check_sizes(settings, num_real)
 
 
+def extractor_of(name: str, inception: str) -> str:
+    """The extractor whose features metric `name` reads: its own feature_extractor, else `inception`."""
+    return metric(name).feature_extractor or inception
+
+
 def feature_layers(metrics: tuple[str, ...], extractor_name: str) -> dict[str, str]:
-    """{metric: the extractor's feature layer for it}."""
-    return {name: metric(name).feature_layer(extractor_name) for name in metrics}
+    """{metric: its feature layer}: of the extractor `extractor_name`, or of the metric's own (extractor_of)."""
+    return {name: metric(name).feature_layer(extractor_of(name, extractor_name)) for name in metrics}
+
+
+def by_extractor(layers: dict[str, str], extractor_name: str) -> dict[str, dict[str, str]]:
+    """{extractor: {metric: layer}}: the metrics of `layers` grouped by the extractor they read
+    (extractor_of), as the runner builds one extractor and one RealStats per group."""
+    groups: dict[str, dict[str, str]] = {}
+    for name, layer in layers.items():
+        groups.setdefault(extractor_of(name, extractor_name), {})[name] = layer
+    return groups
 
 
 def real_layer(layers: dict[str, str]) -> str | None:
-    """The layer of the real statistics: that of the metrics in `layers` that need_real (None if none does).
-    RealStats and its cache hold one layer's features, so those metrics must share it."""
+    """The layer of the real statistics: that of the metrics in `layers` (of one extractor) that need_real
+    (None if none does). RealStats and its cache hold one layer's features, so those metrics must share it."""
     wanted = {layer for name, layer in layers.items() if metric(name).needs_real}
     if len(wanted) > 1:
         raise ValueError(f"the metrics {sorted(layers)} compare with real features of several layers "
@@ -149,7 +167,8 @@ def real_layer(layers: dict[str, str]) -> str | None:
 
 def compute_metrics(fake: dict, real: "RealStats | None", settings: MetricSettings, layers: dict[str, str]) -> dict:
     """Every registered metric's keys (fid, kid_mean, kid_std, is_mean, is_std, ...), in registry
-    order: numbers for the metrics in `layers`, None for the others.
+    order: numbers for the metrics in `layers`, None for the others; metrics of one extractor (several:
+    compute_by_extractor).
 
     fake: {layer: features of the generated images}; real: RealStats (None when no metric needs it).
     """
@@ -160,3 +179,14 @@ def compute_metrics(fake: dict, real: "RealStats | None", settings: MetricSettin
             raise ValueError(f"metric {name!r} computed {sorted(numbers)}, its columns are {list(metric(name).keys)}")
         out.update(numbers)
     return {k: (None if v is None else float(v)) for k, v in out.items()}
+
+
+def compute_by_extractor(fake: dict, real: dict, settings: MetricSettings, groups: dict[str, dict[str, str]]) -> dict:
+    """compute_metrics for the metrics of several extractors, in one record. Each argument is keyed by
+    extractor first: fake {extractor: {layer: features}}, real {extractor: RealStats} (absent when none of
+    its metrics needs it), groups {extractor: {metric: layer}} (by_extractor)."""
+    out = dict.fromkeys(key for key, _ in columns())
+    for extractor, layers in groups.items():
+        numbers = compute_metrics(fake[extractor], real.get(extractor), settings, layers)
+        out.update({key: numbers[key] for name in layers for key in metric(name).keys})
+    return out
