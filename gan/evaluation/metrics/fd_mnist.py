@@ -12,6 +12,7 @@ import torch
 
 from gan.errors import GanError
 from gan.evaluation.metrics import Metric, MetricSettings
+from gan.evaluation.metrics.fid import frechet_distance
 from gan.evaluation.mnist_classifier import NAME, RESOLUTION, WEIGHTS_SHA256
 from gan.registry import METRICS
 
@@ -31,11 +32,4 @@ class FrechetDistanceMnist(Metric):
                            f"data.channels={data.channels}: leave fd_mnist out of --metrics")  # fmt: skip
 
     def compute(self, fake: torch.Tensor, real, settings: MetricSettings) -> dict:
-        from torch_fidelity.metric_fid import (
-            KEY_METRIC_FID,
-            fid_features_to_statistics,
-            fid_statistics_to_metric,
-        )
-
-        stats = fid_features_to_statistics(fake)
-        return {"fd_mnist": fid_statistics_to_metric(stats, real.fid_statistics(), verbose=False)[KEY_METRIC_FID]}
+        return {"fd_mnist": frechet_distance(fake, real)}

@@ -17,11 +17,13 @@ class FID(Metric):
     columns = (("fid", 10),)
 
     def compute(self, fake: torch.Tensor, real, settings: MetricSettings) -> dict:
-        from torch_fidelity.metric_fid import (
-            KEY_METRIC_FID,
-            fid_features_to_statistics,
-            fid_statistics_to_metric,
-        )
+        return {"fid": frechet_distance(fake, real)}
 
-        stats = fid_features_to_statistics(fake)
-        return {"fid": fid_statistics_to_metric(stats, real.fid_statistics(), verbose=False)[KEY_METRIC_FID]}
+
+def frechet_distance(fake: torch.Tensor, real) -> float:
+    """torch-fidelity's FID between Gaussians fitted to the generated features and the real statistics
+    (RealStats) of the same extractor and layer; fd_mnist uses it in its classifier's features."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = fid_features_to_statistics(fake)
+    return fid_statistics_to_metric(stats, real.fid_statistics(), verbose=False)[KEY_METRIC_FID]
