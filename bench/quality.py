@@ -4,15 +4,15 @@ python -m bench.quality [--minutes 10] [--presets a,b] [--seeds 0,1,2] [--num-sa
 
 For each preset and seed: `python train.py --config configs/P.yaml --run-dir OUT/P-seedS
 train.seed=S` (one process, every core) runs with an unreachable train.steps (a preset whose
-schedules run over train.steps keeps its horizon: schedule.kimg = its train.steps x batch); after --minutes of wall time from its launch it gets
-SIGTERM, finishes its step, writes a checkpoint and exits 75 (the preemption path). Then
-`python evaluate.py OUT/P --metrics fid --num-samples N --checkpoints latest` scores that
-checkpoint (G_ema where the preset keeps one) against all 5,000 embedded digits. The name
-`guide` in --presets runs the guide's own loop instead (bench/guide_run.py: same budget, same
-SIGTERM, same evaluate.py command), so the two are compared in one run. A markdown
-table (the mean over the seeds and their range) goes to stdout and every run's numbers to
-OUT/quality.json. Run it on an otherwise idle machine:
-the budget is wall time, so a busy CPU means fewer steps.
+schedules run over train.steps keeps its horizon: schedule.kimg = its train.steps x batch); after
+--minutes of wall time from its launch it gets SIGTERM, finishes its step, writes a checkpoint and
+exits 75 (the preemption path). Then `python evaluate.py OUT/P-seedS --metrics fid --num-samples N
+--checkpoints latest` scores that checkpoint (G_ema where the preset keeps one) against all 5,000
+embedded digits. The name `guide` in --presets runs the guide's own loop instead
+(bench/guide_run.py: same budget, same SIGTERM, same evaluate.py command), so the two are compared
+in one run. A markdown table (the mean over the seeds and their range) goes to stdout and every
+run's numbers to OUT/quality.json. Run it on an otherwise idle machine: the budget is wall time, so
+a busy CPU means fewer steps.
 """
 
 import argparse
