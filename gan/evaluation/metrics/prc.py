@@ -34,5 +34,7 @@ class PrecisionRecall(Metric):
     def compute(self, fake: torch.Tensor, real, settings: MetricSettings) -> dict:
         from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-        prc = prc_features_to_metric(fake, real.features, prc_neighborhood=NEIGHBORHOOD, verbose=False)
+        # save_cpu_ram: distances in row batches; the whole N x N real matrix of 50,000 images would be 10 GB
+        prc = prc_features_to_metric(fake, real.features, prc_neighborhood=NEIGHBORHOOD, save_cpu_ram=True,
+                                     verbose=False)  # fmt: skip
         return {"precision": prc[KEY_METRIC_PRECISION], "recall": prc[KEY_METRIC_RECALL]}
