@@ -94,6 +94,8 @@ CASES = [
     Case("evaluate_missing_run", [*EVAL, "{new}"], "does not exist"),
     Case("evaluate_unknown_metric", [*EVAL, "{run}", "--metrics", "fid,nope"], "--metrics: unknown metric nope"),
     Case("evaluate_num_samples_zero", [*EVAL, "{run}", "--num-samples", "0"], "--num-samples must be > 0"),
+    Case("evaluate_num_samples_beyond_memory", [*EVAL, "{run}", "--num-samples", "99999999999999"],
+         "--num-samples 99999999999999 is too many: every generated image's features and noise are held"),
     Case("evaluate_checkpoints_not_steps", [*EVAL, "{run}", "--checkpoints", "abc"], "--checkpoints 'abc'"),
     Case("evaluate_seed_beyond_64_bits", [*EVAL, "{run}", "--seed", str(2**64)],
          "--seed must be in [0, 2**64)"),

@@ -33,6 +33,10 @@ DEFAULT_METRICS = ("fid", "kid", "is")  # without --metrics; part of the setting
 KID_SUBSETS = 100  # torch-fidelity's default number of KID subsets
 IS_SPLITS = 10  # torch-fidelity's default number of IS splits
 RNG_SEED = 2020  # torch-fidelity's default seed for KID's subsets and IS's shuffle
+# The generated images' features (Inception's 2048 pool values and 1008 logits, float32) and their
+# noise are held for all --num-samples at once, then gathered on the main process.
+FEATURE_BYTES = 4 * (2048 + 1008 + 1024)
+FEATURE_MEMORY = 8 * 2**30
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,10 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 def check_sizes(settings: MetricSettings, metrics, num_real: float, num_processes: int) -> None:
     """Sample counts that `metrics` (those computed) can work with; messages name the option to change."""
     n = settings.num_samples
+    most = FEATURE_MEMORY // FEATURE_BYTES
+    if n > most:
+        raise GanError(f"--num-samples {n} is too many: every generated image's features and noise are held in "
+                       f"memory, at most {FEATURE_MEMORY // 2**30} GiB; give --num-samples <= {most}")  # fmt: skip
     if n < max(2, num_processes):
         raise GanError(f"--num-samples {n} is too small: FID needs at least 2 images, and every one of the "
                        f"{num_processes} processes needs one")  # fmt: skip
