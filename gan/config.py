@@ -27,6 +27,7 @@ SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 MAX_FILE_BYTES = 1 << 20  # bytes read from a config file: more is the wrong file (or /dev/zero)
 MAX_DEPTH = 8  # levels of nesting: PyYAML and repr recurse per level and hit Python's limit at ~500
 MAX_VALUES = 10_000  # values, counting an alias each time it is used: a YAML alias bomb stops here
+MAX_PSEUDO_LABELS = 1000  # clusters of data.pseudo_labels: k-means' cost grows with each
 MAX_STRING = 4096  # characters in a string value: Linux's PATH_MAX, the longest data.root can be
 
 
@@ -65,6 +66,9 @@ class DataConfig:
     # per step) when it takes under gan.data.ON_DEVICE_FRACTION of it; else, or false, batches stream
     # from pinned host memory. No effect on CPU.
     on_device: bool = True
+    # self-conditioning (Liu et al. 2020): train a conditional network (model.conditional=true) on K
+    # k-means clusters of the images instead of the data's labels, so it needs none; None = off
+    pseudo_labels: int | None = None
 
 
 @dataclass
@@ -496,6 +500,11 @@ def validate(cfg: Config) -> None:
     _check(half_life is None or decay is None,
            "train.ema_kimg and train.ema_decay both set: G_ema takes one of them; set the other to null")  # fmt: skip
     _validate_schedule(cfg)
+    k = cfg.data.pseudo_labels
+    _check(k is None or 2 <= k <= MAX_PSEUDO_LABELS,
+           f"data.pseudo_labels must be in [2, {MAX_PSEUDO_LABELS}] or null, got {k}")  # fmt: skip
+    _check(k is None or cfg.model.conditional,
+           f"data.pseudo_labels={k} trains a conditional network on clusters: set model.conditional=true")  # fmt: skip
     _one_of("train.on_nonfinite", cfg.train.on_nonfinite, ("stop", "skip"))
     _one_of("wandb.mode", cfg.wandb.mode, ("online", "offline", "disabled"), nullable=True)
     for i, tag in enumerate(cfg.wandb.tags):

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num", type=int, default=64, help="number of images")
     parser.add_argument("--out", type=Path, required=True, help="a .png grid, or a folder of PNGs")
     parser.add_argument("--seed", type=int, default=0, help="noise seed, in [0, 2**64)")
-    parser.add_argument("--class", dest="label", type=int, default=None, help="class to generate (conditional runs)")
+    parser.add_argument("--class", dest="label", type=int, default=None, help="class to generate (conditional runs; a cluster with data.pseudo_labels)")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
     if args.num <= 0:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         raise GanError(f"--class {args.label} is out of range: this run has {num_classes} classes")
     check_num(args.num, args.out, (cfg.data.channels, cfg.data.resolution, cfg.data.resolution), G.z_dim)
     classes = "random" if args.label is None else args.label
-    z, c = sample_latents(args.num, G.z_dim, args.seed, num_classes, classes)
+    z, c = sample_latents(args.num, G.z_dim, args.seed, num_classes, classes, G.class_counts)
     images = generate_images(G, z, c, args.batch_size)
     try:
         write_images(images, args.out)

@@ -7,6 +7,7 @@ DIR/train_log.jsonl    the logged scalars
 DIR/FINISHED           written when training reached train.steps (the evaluator's --watch stops on it)
 DIR/.gan-run           the marker that this folder is a run folder, written when it is created
 DIR/.lock              the running trainer's flock and pid
+DIR/pseudo_labels.npz  with data.pseudo_labels: the cluster id of every image (gan.pseudo_labels)
 DIR/replicas.json      under DDP: a digest of G's and D's parameters per rank, at the end
 DIR/wandb_run_id.txt   the W&B run's id; DIR/wandb/ its files
 DIR/metrics.jsonl      the evaluator's numbers, one line per checkpoint; DIR/best.json the best
@@ -53,6 +54,7 @@ class RunFolder:
     marker = property(lambda self: self.root / RUN_MARKER)
     lock = property(lambda self: self.root / ".lock")
     replicas = property(lambda self: self.root / "replicas.json")
+    pseudo_labels = property(lambda self: self.root / "pseudo_labels.npz")
     wandb_id = property(lambda self: self.root / "wandb_run_id.txt")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     best = property(lambda self: self.root / "best.json")

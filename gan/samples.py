@@ -18,16 +18,20 @@ def check_seed(seed: int, name: str = "--seed") -> None:
         raise GanError(f"{name} must be in [0, 2**64) (torch.Generator's seed range), got {seed}")
 
 
-def sample_latents(num: int, z_dim: int, seed: int, num_classes: int = 0, classes: str | int = "random"):
+def sample_latents(num: int, z_dim: int, seed: int, num_classes: int = 0, classes: str | int = "random",
+                   class_counts: list[int] | None = None):
     """(z, c) from a private generator seeded with seed, so they never depend on the training RNG.
 
-    z is drawn first, so it is the same whatever the classes. classes: "random" (uniform over the
-    classes, drawn after z), "cycle" (0, 1, ..., num_classes-1, 0, ...: a grid shows every class), or
-    one class index for all. An unconditional G (num_classes 0) gets class 0 throughout.
+    z is drawn first, so it is the same whatever the classes. classes: "random" (drawn after z, by
+    class_counts, the training images per class, where given, else uniformly), "cycle" (0, 1, ...,
+    num_classes-1, 0, ...: a grid shows every class), or one class index for all. An unconditional G
+    (num_classes 0) gets class 0 throughout.
     """
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num, z_dim, generator=gen)
-    if classes == "random":
+    if classes == "random" and class_counts:
+        c = torch.multinomial(torch.tensor(class_counts, dtype=torch.float64), num, replacement=True, generator=gen)
+    elif classes == "random":
         c = torch.randint(max(num_classes, 1), (num,), generator=gen)
     elif classes == "cycle":
         c = torch.arange(num) % max(num_classes, 1)

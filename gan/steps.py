@@ -6,7 +6,7 @@ under fp16 with a gradient penalty, one read of the GradScaler's scale).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ class Nets:
     opt_D: torch.optim.Optimizer
     z_dim: int
     num_classes: int = 0  # classes in the data (checkpoints store it); G uses them if conditional
+    class_counts: list[int] = field(default_factory=list)  # images per class: generation draws by them
     augment: Callable[[torch.Tensor], torch.Tensor] = no_augment  # DiffAugment on every input of D
     ema_rate: "EmaRate | None" = None  # G_ema's decay, read at each update
 

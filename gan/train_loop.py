@@ -27,6 +27,7 @@ from gan.files import write_atomic
 from gan.losses import build_loss
 from gan.networks import build_networks
 from gan.networks._resolutions import check_resolution
+from gan.pseudo_labels import class_counts, pseudo_label
 from gan.run_folder import RunFolder, open_run_dir
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
 from gan.schedule import Schedule
@@ -124,13 +125,16 @@ def train(cfg: Config, run_dir: Path) -> int:
     # before the run folder is touched: bad data leaves no trace
     check_resolution(cfg)  # from the networks' layouts: builds nothing, reads nothing
     source = data_source(cfg.data)
-    check_networks(cfg, source.num_classes)
+    check_networks(cfg, cfg.data.pseudo_labels or source.num_classes)
     data = build_data(cfg, source, first=accelerator.local_main_process_first)  # says so if it prepares
     check_batch(cfg, data, accelerator.num_processes)
     lock = open_run_dir(run_dir, cfg) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     stop = StopRequest()
     try:
+        if cfg.data.pseudo_labels:
+            data = pseudo_label(data, cfg.data.pseudo_labels, cfg.train.seed, RunFolder(run_dir).pseudo_labels,
+                                accelerator.is_main_process, accelerator.wait_for_everyone, accelerator.print)  # fmt: skip
         return run_training(cfg, run_dir, accelerator, stop, data)
     finally:
         if lock is not None:
@@ -148,6 +152,7 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
     data, pin = place_data(data, accelerator.device, cfg.data.on_device, say=accelerator.print)
     loader = make_dataloader(data, cfg.train.batch_size, pin_memory=pin)
     nets, loader = build_nets(cfg, data.num_classes, accelerator, loader)  # check_batch: len(loader) > 0
+    nets.class_counts = class_counts(data.labels, data.num_classes)
     loss_fn = build_loss(cfg)
     state = ckpt.resume(accelerator, run_dir, nets)
     logger = RunLogger(accelerator, run_dir, cfg)

@@ -153,6 +153,7 @@ def load_generator(path: Path, device="cpu"):
     cfg = from_dict(state["config"], source=f"checkpoint file {str(found.path / 'state.pt')!r}")
     G, _ = build_networks(cfg, num_classes=state["num_classes"])
     load_network(G, generator_file(found))
+    G.class_counts = class_counts(state)
     return G.to(device).eval(), cfg, found
 
 
@@ -161,6 +162,15 @@ STATE_FIELDS = {"step": int, "batches_seen": int, "nonfinite_total": int, "opt_G
                 "scaler": dict, "ema_n_averaged": torch.Tensor, "num_processes": int, "num_classes": int,
                 "config": dict}  # fmt: skip
 GENERATOR_FIELDS = ("step", "num_classes", "config")  # what gan.generate and the evaluator need
+
+
+def class_counts(state: dict) -> list[int]:
+    """The training images per class, which generation draws classes by; [] (uniform) where the
+    checkpoint predates them or holds no valid list."""
+    counts = state.get("class_counts")
+    valid = (isinstance(counts, list) and len(counts) == state["num_classes"] and sum(counts) > 0
+             and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts))  # fmt: skip
+    return counts if valid else []
 
 
 def read_state(path: Path, step: int, fields=tuple(STATE_FIELDS)) -> dict:

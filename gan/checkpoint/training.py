@@ -77,6 +77,7 @@ def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: N
         "opt_G": nets.opt_G.state_dict(), "opt_D": nets.opt_D.state_dict(), "scaler": scaler,
         "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
         "num_processes": accelerator.num_processes, "num_classes": nets.num_classes,
+        "class_counts": nets.class_counts,
         "config": to_dict(cfg),
     }  # fmt: skip
     kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000

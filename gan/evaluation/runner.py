@@ -234,8 +234,9 @@ class Evaluator:
         self.prepare()
         start = time.perf_counter()
         n = self.opts.num_samples
-        # The same z for every checkpoint and world size; a conditional G gets uniformly random classes.
-        z, c = sample_latents(n, G.z_dim, self.opts.seed, int(getattr(G, "num_classes", 0)), classes="random")
+        # The same z for every checkpoint and world size; a conditional G gets random classes drawn by
+        # the training data's class frequencies (the clusters' with data.pseudo_labels).
+        z, c = sample_latents(n, G.z_dim, self.opts.seed, int(getattr(G, "num_classes", 0)), "random", G.class_counts)
         fake = generated_features(G, self.extractors, z, c, self.opts.batch_size, self.accelerator)
         if not self.accelerator.is_main_process:
             return None
