@@ -78,6 +78,9 @@ class LossConfig:
     r1_weight: float = 0.0  # R1's gamma: weight of gamma/2 E[|grad D(x_real)|^2]; 0 = off
     r1_every: int = 1  # lazy R1 and R2: applied every r1_every-th D step, weighted by r1_every (StyleGAN2: 16)
     r2_weight: float = 0.0  # R2's gamma: weight of gamma/2 E[|grad D(G(z))|^2] on generated images; 0 = off
+    # top-k G updates (Sinha et al. 2020): G's loss takes only this fraction of its generated batch,
+    # the images D scores as most real; 1 = all. Ramp it down with schedule.top_k (the paper: to 0.5)
+    top_k: float = 1.0
 
 
 @dataclass
@@ -157,6 +160,7 @@ class ScheduleConfig:
     r2_weight: Ramp = field(default_factory=Ramp)  # from loss.r2_weight
     ema_kimg: Ramp = field(default_factory=Ramp)  # G_ema's half-life, from train.ema_kimg
     augment_p: Ramp = field(default_factory=Ramp)  # from augment.p
+    top_k: Ramp = field(default_factory=Ramp)  # from loss.top_k
 
 
 @dataclass
@@ -523,6 +527,7 @@ SCHEDULED = {
     "r2_weight": ("loss.r2_weight", lambda v: v >= 0, ">= 0"),
     "ema_kimg": ("train.ema_kimg", lambda v: v >= 0, ">= 0"),
     "augment_p": ("augment.p", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "top_k": ("loss.top_k", lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 SCHEDULE_SHAPES = ("constant", "linear", "cosine")
 
@@ -573,6 +578,11 @@ def _validate_family(cfg: Config) -> None:
         "loss.name=wgan needs a constraint on D: set loss.gp_weight (WGAN-GP: 10), loss.r1_weight "
         "or model.spectral_norm=true",
     )
+    top_k = cfg.loss.top_k
+    _check(0 < top_k <= 1, f"loss.top_k must be in (0, 1], got {top_k}")
+    _check(cfg.loss.name != "rpgan" or (top_k == 1 and cfg.schedule.top_k.shape == "constant"),
+           "loss.top_k with loss.name=rpgan: the relativistic loss pairs every generated image with a real one; "
+           "use top_k with bce, hinge, lsgan or wgan")  # fmt: skip
     _one_of("model.d_norm", cfg.model.d_norm, ("batch", "layer", "none"), nullable=True)
     for name in cfg.augment.policy:
         AUGMENTATIONS.check(name, "augment.policy")

@@ -1,5 +1,5 @@
-"""Scheduled values: learning rates, Adam's beta2, the R1/R2 weights, G_ema's half-life and the
-augmentation probability, each ramped from its key's own value to `schedule.NAME.end`.
+"""Scheduled values: learning rates, Adam's beta2, the R1/R2 weights, G_ema's half-life, the
+augmentation probability and top-k's fraction, each ramped from its key's own value to `schedule.NAME.end`.
 
 A ramp is a function of the images seen (G steps x batch x processes) over the horizon
 (`schedule.kimg` thousand images, or train.steps), held at its end after it:
@@ -7,7 +7,7 @@ A ramp is a function of the images seen (G steps x batch x processes) over the h
 - linear: start + t (end - start);
 - cosine: start + (1 - cos(pi t)) / 2 (end - start), as R3GAN's schedules.
 The values depend on the step alone, so a resumed run continues them exactly; `apply` writes them
-into the optimizers, the loss's penalties, G_ema's rate and the augmentation before each step.
+into the optimizers, the loss (penalties, top_k), G_ema's rate and the augmentation before each step.
 """
 
 import dataclasses
@@ -29,7 +29,7 @@ def start_values(cfg: Config) -> dict:
     """Each scheduled key's start: the value of the key it is named after (None when that key is unset)."""
     return {"lr_g": cfg.optim.lr_g, "lr_d": cfg.optim.lr_d, "beta2": cfg.optim.betas[1],
             "r1_weight": cfg.loss.r1_weight, "r2_weight": cfg.loss.r2_weight,
-            "ema_kimg": cfg.train.ema_kimg, "augment_p": cfg.augment.p}  # fmt: skip
+            "ema_kimg": cfg.train.ema_kimg, "augment_p": cfg.augment.p, "top_k": cfg.loss.top_k}  # fmt: skip
 
 
 class Schedule:
@@ -63,6 +63,7 @@ class Schedule:
                 group["betas"] = (group["betas"][0], values["beta2"])
         loss_fn.penalties = dataclasses.replace(loss_fn.penalties, r1_weight=values["r1_weight"],
                                                 r2_weight=values["r2_weight"])  # fmt: skip
+        loss_fn.top_k = values["top_k"]
         if hasattr(nets.augment, "p"):  # a DiffAugment, not the identity
             nets.augment.p = values["augment_p"]
         if nets.ema_rate is not None and "ema_kimg" in values:

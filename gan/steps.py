@@ -157,7 +157,7 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator, real_img=N
                         real_logits = run_D(nets, real_img, labels)
                     g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.float())
                 else:
-                    g_loss = loss_fn.g_loss(fake_logits.float())
+                    g_loss = loss_fn.g_loss(loss_fn.g_top_k(fake_logits.float()))
             nets.opt_G.zero_grad(set_to_none=True)
             accelerator.backward(g_loss)
     finally:

@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 from gan.augment import DiffAugment
 from gan.config import load_config
 from gan.errors import GanError
+from gan.losses import build_loss
 from gan.schedule import Schedule, ramp
 from gan.steps import EmaRate
 
@@ -47,12 +49,29 @@ def test_schedule_values_over_a_kimg_horizon_then_held():
     (["train.ema_kimg=10"], "train.ema_kimg and train.ema_decay both set"),
     (["augment.p=1.5"], "augment.p must be in [0, 1]"),
     (["schedule.kimg=0"], "schedule.kimg must be > 0"),
+    (["loss.top_k=0"], "loss.top_k must be in (0, 1]"),
+    (["schedule.top_k.shape=linear", "schedule.top_k.end=0"], "schedule.top_k.end must be in (0, 1]"),
+    (["loss.name=rpgan", "loss.top_k=0.5"], "loss.top_k with loss.name=rpgan"),
     (["schedule.lr_g.shape=sine"], "choose one of: constant, linear, cosine"),
 ])  # fmt: skip
 def test_schedule_config_errors_are_one_line(overrides, needle):
     with pytest.raises(GanError) as err:
         load_config(None, overrides)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_top_k_takes_the_images_D_scores_highest_on_its_schedule():
+    cfg = load_config(None, ["loss.name=hinge", "train.steps=10", "schedule.top_k.shape=linear", "schedule.top_k.end=0.5"])
+    loss_fn, schedule = build_loss(cfg), Schedule(cfg, images_per_step=4)
+    logits = torch.tensor([[2.0], [-1.0], [0.5], [3.0]])
+    nets = SimpleNamespace(opt_G=torch.optim.Adam([torch.zeros(1)]), opt_D=torch.optim.Adam([torch.zeros(1)]),
+                           augment=None, ema_rate=None)  # fmt: skip
+    schedule.apply(0, nets, loss_fn)
+    assert loss_fn.top_k == 1.0 and loss_fn.g_loss(loss_fn.g_top_k(logits)) == pytest.approx(-4.5 / 4)
+    schedule.apply(10, nets, loss_fn)  # the ramp's end: the best 2 of 4
+    assert loss_fn.top_k == 0.5 and loss_fn.g_loss(loss_fn.g_top_k(logits)) == pytest.approx(-(3.0 + 2.0) / 2)
+    loss_fn.top_k = 0.3  # ceil(0.3 x 4) = 2
+    assert sorted(loss_fn.g_top_k(logits).tolist()) == [2.0, 3.0]
 
 
 def test_ema_half_life_as_stylegan2_ada_defines_it():

@@ -5,12 +5,14 @@ LOSSES under its module's name. A loss maps D's outputs (logits for bce, critic 
 scalars: `d_loss(real_logits, fake_logits)`, `g_loss(fake_logits)`, and `score(logits)` for the log
 (the probability "real" for bce, the raw output otherwise). A relativistic loss (rpgan) compares
 with D's outputs on a real batch in G's step too: it sets `g_needs_real`, and its
-`g_loss(fake_logits, real_logits)` gets them. The penalties configured in `cfg.loss`
+`g_loss(fake_logits, real_logits)` gets them. A non-relativistic G step may keep only the generated
+images D scores highest (`g_top_k`, loss.top_k). The penalties configured in `cfg.loss`
 travel with the loss as `loss.penalties`; gan/steps.py applies them.
 
 Nothing here imports the losses: LOSSES lists them from this folder and imports the one asked for.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +41,16 @@ class Penalties:
 class GanLoss:
     g_needs_real = False  # True: g_loss(fake_logits, real_logits) needs D's outputs on a real batch
 
-    def __init__(self, penalties: Penalties = Penalties()):
+    def __init__(self, penalties: Penalties = Penalties(), top_k: float = 1.0):
         self.penalties = penalties
+        self.top_k = top_k  # the fraction of G's batch its loss takes (cfg.loss.top_k, scheduled)
+
+    def g_top_k(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Top-k G updates (Sinha et al. 2020): D's outputs on the generated images it scores as most
+        real (every loss here scores real higher), ceil(top_k x batch) of them; all when top_k is 1."""
+        if self.top_k >= 1:
+            return fake_logits
+        return fake_logits.flatten().topk(math.ceil(self.top_k * fake_logits.numel())).values
 
     def score(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.mean()
@@ -48,7 +58,7 @@ class GanLoss:
 
 def build_loss(cfg) -> GanLoss:
     penalties = Penalties(cfg.loss.gp_weight, cfg.loss.r1_weight, cfg.loss.r1_every, cfg.loss.r2_weight)
-    return LOSSES.get(cfg.loss.name, "loss.name")(penalties)
+    return LOSSES.get(cfg.loss.name, "loss.name")(penalties, cfg.loss.top_k)
 
 
 # --------------------------------------------------------------------------- penalties
