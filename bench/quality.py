@@ -1,4 +1,4 @@
-"""Sample quality after a fixed wall-clock budget: train each MNIST preset, then FID by the evaluator.
+"""Sample quality after a fixed wall-clock budget: train each MNIST preset, then score it by the evaluator.
 
 python -m bench.quality [--minutes 10] [--presets a,b] [--seeds 0,1,2] [--num-samples 2000] [--out runs/quality]
 
@@ -6,7 +6,7 @@ For each preset and seed: `python train.py --config configs/P.yaml --run-dir OUT
 train.seed=S` (one process, every core) runs with an unreachable train.steps (a preset whose
 schedules run over train.steps keeps its horizon: schedule.kimg = its train.steps x batch); after
 --minutes of wall time from its launch it gets SIGTERM, finishes its step, writes a checkpoint and
-exits 75 (the preemption path). Then `python evaluate.py OUT/P-seedS --metrics fid --num-samples N
+exits 75 (the preemption path). Then `python evaluate.py OUT/P-seedS --metrics fid,fd_mnist,prc --num-samples N
 --checkpoints latest` scores that checkpoint (G_ema where the preset keeps one) against all 5,000
 embedded digits. The name `guide` in --presets runs the guide's own loop instead
 (bench/guide_run.py: same budget, same SIGTERM, same evaluate.py command), so the two are compared
@@ -33,6 +33,7 @@ from gan.run_folder import RunFolder
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist"]
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
+NUMBERS = ["fid", "fd_mnist", "precision", "recall"]  # what evaluate.py gives each run
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
 
 
@@ -84,12 +85,14 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
             "threads": threads or os.cpu_count(), "precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
 
 
-def evaluate(run_dir: Path, num_samples: int, log) -> float:
-    cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid", "--num-samples", str(num_samples),
-           "--checkpoints", "latest"]  # fmt: skip
+def evaluate(run_dir: Path, num_samples: int, log) -> dict:
+    """FID, fd_mnist, precision and recall of the newest checkpoint, by evaluate.py."""
+    cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid,fd_mnist,prc", "--num-samples",
+           str(num_samples), "--checkpoints", "latest"]  # fmt: skip
     env = dict(os.environ, WANDB_MODE="disabled")
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    return read_jsonl(RunFolder(run_dir).metrics)[-1]["fid"]
+    record = read_jsonl(RunFolder(run_dir).metrics)[-1]
+    return {key: record[key] for key in NUMBERS}
 
 
 def seed_list(text: str) -> list[int]:
@@ -133,17 +136,20 @@ def main() -> None:
             with open(args.out / f"{name}.log", "w") as log:
                 result = train_for(preset, args.out / name, args.minutes * 60, log, args.threads,
                                    args.mixed_precision, seed)  # fmt: skip
-                result["fid"] = evaluate(args.out / name, args.num_samples, log)
+                result |= evaluate(args.out / name, args.num_samples, log)
             results.setdefault(preset, []).append(result)
-            print(f"  {name}: {result['steps']} steps, FID {result['fid']:.1f}", file=sys.stderr)
+            print(f"  {name}: {result['steps']} steps, FID {result['fid']:.1f}, fd_mnist {result['fd_mnist']:.2f}, "
+                  f"precision {result['precision']:.3f}, recall {result['recall']:.3f}", file=sys.stderr)  # fmt: skip
             (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
     seeds = ",".join(map(str, args.seeds))
-    print(f"\n| preset | torch threads | G steps in {args.minutes:g} min | kimg | FID ({args.num_samples:,} samples), "
-          f"mean (range) of seeds {seeds} |")  # fmt: skip
-    print("|---|---|---|---|---|")
+    threads = next(iter(results.values()))[0]["threads"]
+    print(f"\nmean (min-max) of seeds {seeds}; {threads} torch threads; {args.num_samples:,} samples against the "
+          "5,000 embedded digits")  # fmt: skip
+    print(f"\n| preset | G steps in {args.minutes:g} min | kimg | FID | fd_mnist | precision | recall |")
+    print("|---|---|---|---|---|---|---|")
     for preset, runs in results.items():
-        print(f"| `{preset}` | {runs[0]['threads']} | {summary(runs, 'steps', 0)} | {summary(runs, 'kimg', 0)} | "
-              f"{summary(runs, 'fid')} |")  # fmt: skip
+        print(f"| `{preset}` | {summary(runs, 'steps', 0)} | {summary(runs, 'kimg', 0)} | {summary(runs, 'fid')} | "
+              f"{summary(runs, 'fd_mnist', 2)} | {summary(runs, 'precision', 2)} | {summary(runs, 'recall', 2)} |")  # fmt: skip
     extra = f" --threads {args.threads}" if args.threads else ""
     extra += f" --mixed-precision {args.mixed_precision}" if args.mixed_precision != "no" else ""
     print(f"\ncommand: python -m bench.quality --minutes {args.minutes:g} --presets {args.presets} --seeds {seeds} "
