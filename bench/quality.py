@@ -12,7 +12,8 @@ embedded digits. The name `guide` in --presets runs the guide's own loop instead
 (bench/guide_run.py: same budget, same SIGTERM, same evaluate.py command), so the two are compared
 in one run. A markdown table (the mean over the seeds and their range) goes to stdout and every
 run's numbers to OUT/quality.json. Run it on an otherwise idle machine: the budget is wall time, so
-a busy CPU means fewer steps.
+a busy CPU means fewer steps. `--phase train` runs the timed trainings alone, back to back, and
+`--phase score` (same --presets and --seeds) evaluates them later, when the machine may be busy.
 """
 
 import argparse
@@ -82,7 +83,7 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
     meta = resolve_checkpoint(run_dir).meta  # the newest checkpoint: the one written at SIGTERM
     return {"seed": seed, "steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall,
-            "threads": threads or os.cpu_count(), "precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
+            "threads": threads or os.cpu_count(), "mixed_precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> dict:
@@ -125,22 +126,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for training (default: every core)")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
                         help="training precision of the presets (bf16: autocast on the CPU)")  # fmt: skip
+    parser.add_argument("--phase", choices=["all", "train", "score"], default="all",
+                        help="train: the timed runs alone, back to back; score: evaluate the runs OUT/quality.json "
+                             "lists (the table needs no idle machine)")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset and seed; FID from "
           f"{args.num_samples} samples against the 5,000 embedded digits", file=sys.stderr)  # fmt: skip
+    store = args.out / "quality.json"
+    stored = json.loads(store.read_text()) if store.is_file() else {}  # earlier invocations' runs, kept
     results = {}
     for preset in args.presets.split(","):
         for seed in args.seeds:
             name = f"{preset}-seed{seed}"
-            with open(args.out / f"{name}.log", "w") as log:
-                result = train_for(preset, args.out / name, args.minutes * 60, log, args.threads,
-                                   args.mixed_precision, seed)  # fmt: skip
-                result |= evaluate(args.out / name, args.num_samples, log)
+            if args.phase == "score":
+                result = next((r for r in stored.get(preset, []) if r["seed"] == seed), None)
+                if result is None:
+                    raise SystemExit(f"error: {store} has no run {name}; train it with --phase train first")
+            with open(args.out / f"{name}.log", "a" if args.phase == "score" else "w") as log:
+                if args.phase != "score":
+                    result = train_for(preset, args.out / name, args.minutes * 60, log, args.threads,
+                                       args.mixed_precision, seed)  # fmt: skip
+                if args.phase != "train":
+                    result |= evaluate(args.out / name, args.num_samples, log)
+                    print(f"  {name}: {result['steps']} steps, FID {result['fid']:.1f}, fd_mnist "
+                          f"{result['fd_mnist']:.2f}, precision {result['precision']:.3f}, recall "
+                          f"{result['recall']:.3f}", file=sys.stderr)  # fmt: skip
             results.setdefault(preset, []).append(result)
-            print(f"  {name}: {result['steps']} steps, FID {result['fid']:.1f}, fd_mnist {result['fd_mnist']:.2f}, "
-                  f"precision {result['precision']:.3f}, recall {result['recall']:.3f}", file=sys.stderr)  # fmt: skip
-            (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+            stored[preset] = [r for r in stored.get(preset, []) if r["seed"] != seed] + [result]
+            store.write_text(json.dumps(stored, indent=2) + "\n")
+    if args.phase == "train":
+        return
     seeds = ",".join(map(str, args.seeds))
     threads = next(iter(results.values()))[0]["threads"]
     print(f"\nmean (min-max) of seeds {seeds}; {threads} torch threads; {args.num_samples:,} samples against the "
