@@ -1,10 +1,11 @@
 """A self-contained HTML report for runs whose W&B files stay offline (cluster nodes without internet).
 
-python -m gan.report RUN_DIR [RUN_DIR ...] --out report.html
+python -m gan.report RUN_DIR [RUN_DIR ...] --out report.html [--table]
 
 One page, PNG plots embedded: loss curves per run, FID against kimg (from metrics.jsonl, once the
 evaluator has run), the latest sample grid of each run, and a table of each run's config
-differences and best FID.
+differences and its best-FID checkpoint's numbers (FID and every other metric it was scored with).
+--table prints that table as markdown too (a sweep's tuning table); with --table, --out is optional.
 """
 
 import base64
@@ -90,24 +91,46 @@ def config_differences(runs: list[RunSummary]) -> list[str]:
     return [k for k in keys if len({json.dumps(run.config.get(k)) for run in runs}) > 1]
 
 
-def render(runs: list[RunSummary]) -> str:
-    e = html.escape
-    differing = config_differences(runs)
-    head = "".join(f"<th>{e(k)}</th>" for k in differing)
+def other_numbers(runs: list[RunSummary]) -> list[str]:
+    """The record keys besides FID that some run's best-FID record holds, in the metrics' order."""
+    from gan.evaluation.metrics import columns
+
+    held = {key for run in runs if run.best_fid for key, value in run.best_fid.items() if value is not None}
+    return [key for key, _ in columns() if key != "fid" and key in held]
+
+
+def table_rows(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the runs table: name, logged step, config differences, best FID and its numbers."""
+    differing, numbers = config_differences(runs), other_numbers(runs)
+    header = ["run", "logged step", *differing, "best FID", *numbers]
     rows = []
     for run in runs:
-        cells = "".join(f"<td>{e(json.dumps(run.config.get(k)))}</td>" for k in differing)
         best = run.best_fid
-        best_cell = f"{best['fid']:.2f} (step {best['step']})" if best else "not evaluated"
-        last_step = run.log[-1]["step"] if run.log else 0
-        rows.append(f"<tr><td>{e(run.name)}</td><td>{last_step}</td>{cells}<td>{e(best_cell)}</td></tr>")
+        values = [best.get(key) if best else None for key in numbers]
+        rows.append([run.name, str(run.log[-1]["step"] if run.log else 0),
+                     *(json.dumps(run.config.get(k)) for k in differing),
+                     f"{best['fid']:.2f} (step {best['step']})" if best else "not evaluated",
+                     *("" if v is None else f"{v:.4g}" for v in values)])  # fmt: skip
+    return header, rows
+
+
+def markdown_table(runs: list[RunSummary]) -> str:
+    header, rows = table_rows(runs)
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines)
+
+
+def render(runs: list[RunSummary]) -> str:
+    e = html.escape
+    header, body = table_rows(runs)
+    head = "".join(f"<th>{e(k)}</th>" for k in header)
+    rows = ["<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in body]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>GAN runs</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}</style></head><body>",
         f"<h1>GAN runs ({len(runs)})</h1>",
-        "<h2>Runs</h2><table id='runs'><tr><th>run</th><th>logged step</th>"
-        f"{head}<th>best FID</th></tr>{''.join(rows)}</table>",
+        f"<h2>Runs</h2><table id='runs'><tr>{head}</tr>{''.join(rows)}</table>",
         f"<h2>Losses</h2><img id='losses' alt='loss curves' src='{png_data_uri(loss_plot(runs))}'>",
     ]
     if any(run.metrics for run in runs):
@@ -130,12 +153,19 @@ def render(runs: list[RunSummary]) -> str:
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m gan.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    parser.add_argument("--out", type=Path, help="the HTML file to write")
+    parser.add_argument("--table", action="store_true", help="print the runs table as markdown")
     args = parser.parse_args(argv)
+    if args.out is None and not args.table:
+        raise GanError("give --out report.html, --table, or both")
+    runs = [RunSummary(path) for path in args.run_dirs]
+    if args.table:
+        print(markdown_table(runs))
+    if args.out is None:
+        return 0
     if args.out.is_dir():
         raise GanError(f"--out {str(args.out)!r} is a folder; give the HTML file to write, "
                        f"such as {str(args.out / 'report.html')!r}")  # fmt: skip
-    runs = [RunSummary(path) for path in args.run_dirs]
     page = render(runs)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)

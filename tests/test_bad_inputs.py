@@ -89,6 +89,7 @@ CASES = [
     Case("generate_seed_negative", [*GENERATE, "{run}", "--seed", "-1", "--out", "{new}"],
          "--seed must be in [0, 2**64)"),
     # the HTML report
+    Case("report_without_out_or_table", [*REPORT, "{run}"], "give --out report.html, --table, or both"),
     Case("report_out_inside_a_file", [*REPORT, "{run}", "--out", "{file}/report.html"], "cannot be written"),
     # evaluate's command line and run folders
     Case("evaluate_missing_run", [*EVAL, "{new}"], "does not exist"),

@@ -104,7 +104,8 @@ def two_runs(tmp_path_factory, dcgan_run):
     shutil.copytree(dcgan_run, root / "a")  # the session's run: train("dcgan_mnist", root / "a", *TINY)
     train("dcgan_mnist", root / "b", *TINY, "optim.lr_g=0.001")
     # an evaluated run: what evaluate.py appends to metrics.jsonl
-    rows = [{"step": 3, "kimg": 0.048, "fid": 250.0}, {"step": 6, "kimg": 0.096, "fid": 180.5}]
+    rows = [{"step": 3, "kimg": 0.048, "fid": 250.0, "recall": 0.5},
+            {"step": 6, "kimg": 0.096, "fid": 180.5, "fd_mnist": 812.25, "recall": 0.125}]
     (root / "b" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -117,6 +118,12 @@ def test_report_is_one_self_contained_page(two_runs, tmp_path):
     assert page.count("data:image/png;base64,") == 2 + 2  # losses, FID, two sample grids
     assert "optim.lr_g" in page and "0.001" in page  # the config difference
     assert "180.50 (step 6)" in page and "not evaluated" in page
+    # a sweep's tuning table: the best-FID checkpoint's other numbers, in the metrics' order
+    table = run([PYTHON, "-m", "gan.report", two_runs / "a", two_runs / "b", "--table"], check=True).stdout
+    lines = table.strip().splitlines()
+    assert lines[0] == "| run | logged step | optim.lr_g | best FID | recall | fd_mnist |"
+    assert lines[2] == "| a | 6 | 0.0002 | not evaluated |  |  |"
+    assert lines[3] == "| b | 6 | 0.001 | 180.50 (step 6) | 0.125 | 812.2 |"
 
 
 def test_report_renders_in_headless_chromium(two_runs, tmp_path):
