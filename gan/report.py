@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from gan.cli import ArgumentParser
-from gan.config import flatten, read_yaml
+from gan.config import flatten, from_dict, read_yaml, to_dict
 from gan.errors import GanError, exit_on_user_error
 from gan.files import read_jsonl, write_atomic
 from gan.run_folder import STEP_NAME, RunFolder
@@ -29,7 +29,7 @@ class RunSummary:
             raise GanError(f"{str(run_dir)!r} is not a run folder (no config.yaml)")
         self.dir = run_dir
         self.name = run_dir.resolve().name
-        self.config = flatten(read_yaml(folder.config))
+        self.config = flatten(resolved(read_yaml(folder.config), folder.config))
         self.log = [r for r in read_jsonl(folder.train_log) if isinstance(r.get("step"), int)]
         self.metrics = [m for m in read_jsonl(folder.metrics) if m.get("fid") is not None]
         samples = sorted(folder.samples.glob("step-*.png"))
@@ -38,6 +38,15 @@ class RunSummary:
     @property
     def best_fid(self) -> dict | None:
         return min(self.metrics, key=lambda m: m["fid"]) if self.metrics else None
+
+
+def resolved(stored: dict, path: Path) -> dict:
+    """A stored config with today's defaults for the keys added since it was written, so that a key
+    new to the package is not shown as a difference; as stored where it no longer reads as a config."""
+    try:
+        return to_dict(from_dict(stored, source=str(path)))
+    except GanError:
+        return stored
 
 
 def png_data_uri(png: bytes) -> str:

@@ -58,7 +58,7 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
             z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], 1)
-        return self.main(z.view(len(z), -1, 1, 1), labels)
+        return self.main(z[:, :, None, None], labels)
 
 
 class DCGANDiscriminator(nn.Module):

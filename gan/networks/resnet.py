@@ -118,7 +118,7 @@ class ResNetGenerator(nn.Module):
         self.to_image = conv3x3(widths[-1], channels)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.linear(z).view(len(z), self.width, self.start, self.start)
+        h = self.linear(z).view(-1, self.width, self.start, self.start)
         for block in self.blocks:
             h = block(h, labels)
         return torch.tanh(self.to_image(F.relu(self.norm(h))))
