@@ -1,6 +1,6 @@
 """Generate images from a trained run's generator (G_ema where it has one).
 
-python -m gan.generate RUN_DIR_OR_CHECKPOINT --num N --out PATH [--seed S] [--class K]
+python -m gan.generate RUN_DIR_OR_CHECKPOINT --num N --out PATH [--seed S] [--class K] [--device D]
 
 PATH ending in .png gets one grid; any other PATH is a folder of N PNGs. The generator's
 EMA copy is used where the run has one. Weights load from safetensors: no pickle runs.
@@ -50,6 +50,24 @@ def write_images(images: torch.Tensor, out: Path) -> None:
         to_pil(image).save(out / f"{i:06d}.png")
 
 
+def pick_device(name: str | None) -> torch.device:
+    """--device, checked; None: the GPU when there is one, else the CPU (z is always drawn on the CPU,
+    so the images do not depend on the device beyond its arithmetic)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanError(f"--device {name!r} is not a device; give cpu, cuda, cuda:N or mps") from None
+    usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if not usable.get(device.type, lambda: False)():
+        raise GanError(f"--device {name}: this machine has no such device; give cpu" +
+                       (", or cuda" if torch.cuda.is_available() else ""))  # fmt: skip
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise GanError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
 @exit_on_user_error
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m gan.generate", description=__doc__.splitlines()[0])
@@ -59,13 +77,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="noise seed, in [0, 2**64)")
     parser.add_argument("--class", dest="label", type=int, default=None, help="class to generate (conditional runs; a cluster with data.pseudo_labels)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps; default: the GPU when there is one")
     args = parser.parse_args(argv)
     if args.num <= 0:
         raise GanError(f"--num must be > 0, got {args.num}")
     if args.batch_size <= 0:
         raise GanError(f"--batch-size must be > 0, got {args.batch_size}")
     check_seed(args.seed)
-    G, cfg, found = ckpt.load_generator(args.source)
+    device = pick_device(args.device)
+    G, cfg, found = ckpt.load_generator(args.source, device)
     num_classes = int(getattr(G, "num_classes", 0))
     if args.label is not None and not 0 <= args.label < max(num_classes, 1):
         raise GanError(f"--class {args.label} is out of range: this run has {num_classes} classes")
