@@ -3,6 +3,7 @@ Inception, a hand-computed IS. Inception runs at ~10 images/s here, so each set 
 """
 
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -222,3 +223,17 @@ def test_a_weights_file_that_is_not_inception_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("GAN_INCEPTION_WEIGHTS", str(bogus))
     with pytest.raises(GanError, match="not torch-fidelity's InceptionV3"):
         inception.resolve_weights(None)
+
+
+def test_the_progress_bar_shows_on_the_main_process_of_a_terminal_only(monkeypatch):
+    from types import SimpleNamespace
+
+    from gan.evaluation import features
+
+    main, other = SimpleNamespace(is_main_process=True), SimpleNamespace(is_main_process=False)
+    assert features.progress(10, "x", other).disable
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert features.progress(10, "x", main).disable  # a log file, SLURM's output: quiet
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    with features.progress(10, "x", main) as bar:
+        assert not bar.disable and bar.total == 10

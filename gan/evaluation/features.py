@@ -11,6 +11,7 @@ and the metrics computed from them, are the same for any number of processes and
 from contextlib import contextmanager
 
 import torch
+from tqdm.auto import tqdm
 
 from gan.data import as_tensor, to_uint8
 from gan.errors import GanError
@@ -47,6 +48,13 @@ def create_extractor(weights: InceptionWeights | None, layers: list[str], device
     return extractor.to(device)
 
 
+def progress(total: int, what: str, accelerator):
+    """A bar of images done, with an ETA, on the main process when stderr is a terminal (tqdm's
+    disable=None); silent elsewhere, so logs and SLURM's files stay clean. Counts this process's share."""
+    return tqdm(total=total, desc=what, unit="img", disable=None if accelerator.is_main_process else True,
+                leave=False, dynamic_ncols=True)  # fmt: skip
+
+
 def share(n: int, accelerator) -> slice:
     """This process's contiguous share of n items; shares differ in size by at most one."""
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -70,16 +78,21 @@ def image_features(extractor, images: torch.Tensor, batch_size: int, accelerator
     """Features of uint8 images, a tensor or a prepared set's memory map read batch by batch (all
     processes pass all images; each extracts its share)."""
     mine = images[share(len(images), accelerator)]
-    with inception_precision():
-        batches = [extract(extractor, as_tensor(mine[i : i + batch_size]).to(accelerator.device))
-                   for i in range(0, len(mine), batch_size)]  # fmt: skip
+    batches = []
+    with inception_precision(), progress(len(mine), "real images", accelerator) as bar:
+        for i in range(0, len(mine), batch_size):
+            batch = as_tensor(mine[i : i + batch_size]).to(accelerator.device)
+            batches.append(extract(extractor, batch))
+            bar.update(len(batch))
     return gather_rows(_concat(batches), len(images), accelerator)
 
 
 @torch.no_grad()
-def generated_features(G, extractors: dict, z, labels, batch_size: int, accelerator) -> dict[str, dict]:
+def generated_features(G, extractors: dict, z, labels, batch_size: int, accelerator,
+                       what: str = "generated") -> dict[str, dict]:  # fmt: skip
     """{extractor name: {layer: features}} of G's images for every (z, label), from each of `extractors`
     ({name: extractor}); each process generates its share once and every extractor reads each batch.
+    `what` names the progress bar (the checkpoint).
 
     Images are quantised to uint8 as torch-fidelity and StyleGAN do, `(x * 127.5 + 128).clamp(0, 255)`,
     one batch at a time, so memory does not grow with the number of samples.
@@ -88,10 +101,11 @@ def generated_features(G, extractors: dict, z, labels, batch_size: int, accelera
     part = share(n, accelerator)
     z, labels = z[part].to(accelerator.device), labels[part].to(accelerator.device)
     batches = []
-    with inception_precision():
+    with inception_precision(), progress(len(z), what, accelerator) as bar:
         for i in range(0, len(z), batch_size):
             images = to_uint8(G(z[i : i + batch_size], labels[i : i + batch_size]))
             batches.append({name: extract(extractor, images) for name, extractor in extractors.items()})
+            bar.update(len(images))
     return {name: gather_rows(_concat([b[name] for b in batches]), n, accelerator) for name in extractors}
 
 

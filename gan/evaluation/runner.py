@@ -237,7 +237,7 @@ class Evaluator:
         # The same z for every checkpoint and world size; a conditional G gets random classes drawn by
         # the training data's class frequencies (the clusters' with data.pseudo_labels).
         z, c = sample_latents(n, G.z_dim, self.opts.seed, int(getattr(G, "num_classes", 0)), "random", G.class_counts)
-        fake = generated_features(G, self.extractors, z, c, self.opts.batch_size, self.accelerator)
+        fake = generated_features(G, self.extractors, z, c, self.opts.batch_size, self.accelerator, path.name)
         if not self.accelerator.is_main_process:
             return None
         numbers = compute_by_extractor(fake, self.real, self.settings, self.groups)
