@@ -10,7 +10,8 @@ DIR/.lock              the running trainer's flock and pid
 DIR/pseudo_labels.npz  with data.pseudo_labels: the cluster id of every image (gan.pseudo_labels)
 DIR/replicas.json      under DDP: a digest of G's and D's parameters per rank, at the end
 DIR/wandb_run_id.txt   the W&B run's id; DIR/wandb/ its files
-DIR/metrics.jsonl      the evaluator's numbers, one line per checkpoint; DIR/best.json the best
+DIR/metrics.jsonl      the evaluator's numbers, one line per checkpoint; DIR/best.json the best,
+                       a checkpoint rotation keeps (DIR/.best.lock orders the two: best_lock)
 
 A --run-dir that exists must be empty (but for SLURM's slurm-*.out job logs) or a run folder: one
 with the marker, or (runs made before the marker) a config.yaml that reads as our config. Any other
@@ -18,8 +19,10 @@ folder is refused before anything in it is touched, so a mistyped --run-dir neve
 deletes a user's files.
 """
 
+import contextlib
 import dataclasses
 import fcntl
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -58,6 +61,7 @@ class RunFolder:
     wandb_id = property(lambda self: self.root / "wandb_run_id.txt")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     best = property(lambda self: self.root / "best.json")
+    best_lock = property(lambda self: self.root / ".best.lock")
 
     def sample(self, step: int) -> Path:
         return self.samples / f"{step_name(step)}.png"
@@ -130,6 +134,28 @@ def _reads_as_config(path: Path) -> bool:
     except GanError:
         return False
     return bool(data) and set(data) <= {f.name for f in dataclasses.fields(Config)}
+
+
+@contextlib.contextmanager
+def best_lock(run_dir: Path):
+    """An exclusive flock on DIR/.best.lock, held by rotation while it reads best.json and deletes,
+    and by the evaluator while it checks that its best checkpoint exists and writes best.json: so
+    best.json never names a checkpoint that rotation is removing. Blocks; either side holds it briefly."""
+    fd = os.open(RunFolder(run_dir).best_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
+def best_step(run_dir: Path) -> int | None:
+    """The step best.json names, or None (missing, torn, foreign): the checkpoint rotation keeps."""
+    try:
+        step = json.loads(RunFolder(run_dir).best.read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 class RunLock:

@@ -37,8 +37,9 @@ class WandbRun:
         self.warned = False
 
     def start(self, run_dir: Path, cfg: Config, mode: str, run_id: str, step_metrics: dict[str, str | None],
-              config: dict | None = None, **wandb_kwargs) -> None:  # fmt: skip
-        """init_trackers, then define_metric(name, step_metric=...) for each entry, in order."""
+              config: dict | None = None, summaries: dict[str, str] | None = None, **wandb_kwargs) -> None:  # fmt: skip
+        """init_trackers, then define_metric(name, step_metric=...) for each entry, in order, and
+        define_metric(name, summary="min" or "max") for each of `summaries`."""
         try:
             import wandb
 
@@ -49,6 +50,8 @@ class WandbRun:
             run = self.accelerator.get_tracker("wandb", unwrap=True)
             for name, step_metric in step_metrics.items():
                 run.define_metric(name, step_metric=step_metric)
+            for name, how in (summaries or {}).items():
+                run.define_metric(name, summary=how)
             self.ok = True
         except Exception as err:  # no network, bad key, full disk: never stop the command for W&B
             self.warn_once("init", err)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import ACCELERATE, PYTHON, ROOT, TINY, base_env, free_port, run, snapshot, train
 from safetensors.torch import save_file
-from wandb_records import history, wandb_files
+from wandb_records import history, metric_summaries, wandb_files
 
 FIELDS = ("step", "kimg", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "num_samples", "checkpoint")
 SMALL = ["--num-samples", "16", "--num-real", "16", "--kid-subset-size", "8", "--batch-size", "16"]
@@ -102,6 +102,10 @@ def test_real_statistics_are_shared_across_runs_and_numbers_reach_wandb(evaluate
     (wandb_file,) = wandb_files(run_dir)
     logged = [r for r in history(wandb_file) if "eval/kid_mean" in r]
     assert [(r["train/step"], r["eval/kid_mean"]) for r in logged] == [(6, pytest.approx(row["kid_mean"]))]
+    # the run's summary keeps the best of each main number, not the last
+    summaries = metric_summaries(wandb_file)
+    assert summaries["eval/fid"] == ["min"] and summaries["eval/kid_mean"] == ["min"]
+    assert summaries["eval/is_mean"] == ["max"] and summaries["eval/recall"] == ["max"]
 
 
 def test_two_processes_give_the_numbers_of_one(evaluated, dcgan_run, cache, tmp_path):
@@ -238,6 +242,20 @@ def test_a_deleted_best_json_is_written_again(evaluated, cache, tmp_path):
     proc = evaluate(cache, run_dir, *SMALL)
     assert "nothing new to evaluate" in proc.stdout
     assert (run_dir / "best.json").read_text() == best
+
+
+def test_rotation_keeps_the_best_checkpoint_and_best_json_names_one_that_exists(evaluated, cache, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated[0], run_dir)
+    best = json.loads((run_dir / "best.json").read_text())["step"]  # 3 or 6
+    # resumed to step 12 keeping 1 checkpoint: rotation keeps the newest and the best
+    train("dcgan_mnist", run_dir, *TINY, "train.steps=12", "train.keep_checkpoints=1")
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"step-{best:07d}", "step-0000012"]
+    # a best checkpoint removed all the same (by hand, or by a version that did not keep it):
+    # the next evaluation names the best checkpoint that exists
+    shutil.rmtree(run_dir / "checkpoints" / f"step-{best:07d}")
+    evaluate(cache, run_dir, *SMALL)
+    assert json.loads((run_dir / "best.json").read_text())["step"] == 12
 
 
 def test_a_cut_last_line_of_metrics_jsonl_loses_no_record(evaluated, cache, tmp_path):

@@ -76,3 +76,13 @@ def run_info(path: Path) -> dict:
 
 def wandb_files(run_dir: Path) -> list[Path]:
     return sorted(Path(run_dir, "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def metric_summaries(path: Path) -> dict[str, list[str]]:
+    """{metric name: the summaries define_metric asked for (min, max, ...)}, from the metric records."""
+    summaries = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "metric" and record.metric.HasField("summary"):
+            kinds = [f.name for f, on in record.metric.summary.ListFields() if on is True]
+            summaries.setdefault(record.metric.name, []).extend(kinds)
+    return summaries

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from gan.files import fsync
-from gan.run_folder import STEP_NAME, RunFolder, step_name
+from gan.run_folder import STEP_NAME, RunFolder, best_lock, best_step, step_name
 
 STEP_DIR = STEP_NAME
 BAD_DIR = re.compile(r"^step-(\d{7,})\.bad$")
@@ -104,11 +104,13 @@ def finish_save(run_dir: Path, tmp: Path, step: int, networks: dict, state: dict
 
 
 def rotate(run_dir: Path, keep: int, written: int) -> None:
-    """Keep the checkpoint just written (step `written`) and the newest keep - 1 others; of the
-    set-aside (.bad) folders, keep the newest `keep`."""
-    others = [(step, path) for step, path in list_checkpoints(run_dir) if step != written]
-    for _, path in others[: max(0, len(others) - (max(keep, 1) - 1))]:
-        discard(path)
+    """Keep the checkpoint just written (step `written`), the newest keep - 1 others and the one
+    best.json names (the evaluator's best FID); of the set-aside (.bad) folders, keep the newest `keep`."""
+    with best_lock(run_dir):
+        best = best_step(run_dir)
+        others = [(step, path) for step, path in list_checkpoints(run_dir) if step not in (written, best)]
+        for _, path in others[: max(0, len(others) - (max(keep, 1) - 1))]:
+            discard(path)
     aside = list_set_aside(run_dir)
     for _, path in aside[: max(0, len(aside) - max(keep, 1))]:
         discard(path)

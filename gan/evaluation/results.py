@@ -18,7 +18,7 @@ from pathlib import Path
 from gan.errors import GanError
 from gan.evaluation.metrics import columns as metric_columns
 from gan.files import append_jsonl, read_jsonl, write_atomic
-from gan.run_folder import RunFolder
+from gan.run_folder import RunFolder, best_lock, best_step, step_name
 
 
 def check_writable(run_dir: Path) -> None:
@@ -56,24 +56,34 @@ def append_record(run_dir: Path, record: dict) -> None:
     append_jsonl(RunFolder(Path(run_dir)).metrics, record)
 
 
-def best_record(records: list[dict], settings: dict) -> dict | None:
-    """The lowest finite FID among the records with these settings."""
+def best_record(records: list[dict], settings: dict, run_dir: Path | None = None) -> dict | None:
+    """The lowest finite FID among the records with these settings (whose checkpoint still exists,
+    given run_dir)."""
     scored = [r for r in records if r.get("settings") == settings and _finite(r.get("fid"))]
+    if run_dir is not None:
+        kept = RunFolder(Path(run_dir)).checkpoints
+        scored = [r for r in scored if (kept / step_name(r["step"])).is_dir()]
     return min(scored, key=lambda r: (r["fid"], r["step"])) if scored else None
 
 
 def update_best(run_dir: Path, settings: dict) -> dict | None:
-    """Write best.json when it is missing or differs from the best record with these settings
-    (deleted, cut, or written for other settings); returns that record."""
-    best = best_record(read_records(run_dir), settings)
-    if best is not None:
-        path, text = RunFolder(Path(run_dir)).best, json.dumps(best, indent=2) + "\n"
-        try:
-            current = path.read_text()
-        except (OSError, ValueError):  # missing, or not text
-            current = None
-        if current != text:
-            write_atomic(path, text)
+    """Write best.json when it is missing or differs from the best record with these settings whose
+    checkpoint exists (deleted, cut, written for other settings, or naming a checkpoint rotated away
+    before it was scored best); returns that record. Under best_lock, so rotation, which keeps the
+    checkpoint best.json names, cannot remove it in between."""
+    folder = RunFolder(Path(run_dir))
+    with best_lock(run_dir):
+        best = best_record(read_records(run_dir), settings, run_dir)
+        if best is not None:
+            text = json.dumps(best, indent=2) + "\n"
+            try:
+                current = folder.best.read_text()
+            except (OSError, ValueError):  # missing, or not text
+                current = None
+            if current != text:
+                write_atomic(folder.best, text)
+        elif (step := best_step(run_dir)) is not None and not (folder.checkpoints / step_name(step)).is_dir():
+            folder.best.unlink(missing_ok=True)  # it names a checkpoint that is gone
     return best
 
 

@@ -9,7 +9,7 @@ evaluation: metrics.jsonl stays complete.
 from pathlib import Path
 
 from gan.config import Config
-from gan.evaluation.metrics import wandb_names
+from gan.evaluation.metrics import wandb_names, wandb_summaries
 from gan.run_folder import RunFolder
 from gan.wandb_run import WandbRun, resolve_wandb_mode
 
@@ -26,7 +26,8 @@ class EvalLogger:
         except (OSError, ValueError) as err:  # unreadable, or not text
             self.wandb.warn_once("init", err)
             return
-        self.wandb.start(run_dir, cfg, mode, run_id, {"train/step": None, "eval/*": "train/step"})
+        self.wandb.start(run_dir, cfg, mode, run_id, {"train/step": None, "eval/*": "train/step"},
+                         summaries=wandb_summaries())  # fmt: skip
 
     def log(self, record: dict) -> None:
         values = {name: record[key] for key, name in wandb_names().items() if record.get(key) is not None}

@@ -71,6 +71,7 @@ class Metric:
     needs_classifier: bool = False  # reads Inception's 1008-way logits, which the offline weights lack
     parameters: dict = {}  # constants its numbers depend on beyond MetricSettings': joined to the settings key
     feature_extractor: str | None = None  # torch-fidelity's registered extractor it reads; None: the Inception one
+    summary: dict[str, str] = {}  # {record key: "min" or "max"}: W&B's run summary keeps the best, not the last
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -118,6 +119,11 @@ def columns() -> tuple[tuple[str, int], ...]:
 
 def wandb_names() -> dict[str, str]:
     return {key: wandb for name in ordered() for key, wandb in metric(name).wandb_names.items()}
+
+
+def wandb_summaries() -> dict[str, str]:
+    """{W&B key: "min" or "max"}: what the run's summary shows for each metric's main numbers."""
+    return {metric(name).wandb_names[key]: how for name in ordered() for key, how in metric(name).summary.items()}
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ class FrechetDistanceMnist(Metric):
     feature_extractor = NAME
     order = 4  # after prc
     columns = (("fd_mnist", 10),)
+    summary = {"fd_mnist": "min"}
     parameters = {"fd_mnist_weights": WEIGHTS_SHA256}  # other classifier weights: other numbers, evaluate again
 
     def check_data(self, data) -> None:

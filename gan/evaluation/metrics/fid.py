@@ -15,6 +15,7 @@ class FID(Metric):
     torch_fidelity_name = "fid"
     order = 0
     columns = (("fid", 10),)
+    summary = {"fid": "min"}
 
     def compute(self, fake: torch.Tensor, real, settings: MetricSettings) -> dict:
         return {"fid": frechet_distance(fake, real)}

@@ -17,6 +17,7 @@ class InceptionScore(Metric):
     torch_fidelity_name = "isc"
     order = 2
     columns = (("is_mean", 8), ("is_std", 8))
+    summary = {"is_mean": "max"}
     needs_real = False
     needs_classifier = True
 

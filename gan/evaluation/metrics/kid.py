@@ -14,6 +14,7 @@ class KID(Metric):
     torch_fidelity_name = "kid"
     order = 1
     columns = (("kid_mean", 10), ("kid_std", 9))
+    summary = {"kid_mean": "min"}
 
     def check_sizes(self, settings: MetricSettings, num_real: float) -> None:
         n, k = settings.num_samples, settings.kid_subset_size

@@ -22,6 +22,7 @@ class PrecisionRecall(Metric):
     torch_fidelity_name = "prc"
     order = 3
     columns = (("precision", 9), ("recall", 9))
+    summary = {"precision": "max", "recall": "max"}
     parameters = {"prc_neighborhood": NEIGHBORHOOD}
 
     def check_sizes(self, settings: MetricSettings, num_real: float) -> None:
