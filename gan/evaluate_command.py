@@ -34,11 +34,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="noise seed of the generated images, in [0, 2**64)")
     parser.add_argument("--kid-subset-size", type=int, default=1000, help="images per KID subset")
     parser.add_argument("--poll-seconds", type=float, default=30.0, help="--watch: seconds between looks")
+    parser.add_argument("--reference", default="train",
+                        help="what FID/KID compare with: train (the run's data), a folder of images, a prepared set, "
+                             "an .npz with mu and sigma, or a torch-fidelity input such as cifar10-train")  # fmt: skip
     args = parser.parse_args(argv)
     for name in ("num_samples", "num_real", "batch_size", "kid_subset_size", "poll_seconds"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
 
     from gan.evaluation.metrics import parse_metrics  # heavy imports only past argument errors
+    from gan.evaluation.reference import parse_reference
     from gan.evaluation.runner import EvalOptions, parse_checkpoints, run
     from gan.samples import check_seed
 
@@ -48,5 +52,6 @@ def main(argv=None) -> int:
         run_dir=args.run_dir, metrics=parse_metrics(args.metrics), num_samples=args.num_samples,
         num_real=args.num_real, checkpoints=args.checkpoints, watch=args.watch, batch_size=args.batch_size,
         seed=args.seed, kid_subset_size=args.kid_subset_size, poll_seconds=args.poll_seconds,
+        reference=parse_reference(args.reference),
     )  # fmt: skip
     return run(options)

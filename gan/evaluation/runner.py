@@ -6,6 +6,7 @@ main process and broadcast, so all processes evaluate the same checkpoints in th
 each process generates and extracts its share of the images (see features.py).
 """
 
+import dataclasses
 import math
 import sys
 import time
@@ -33,7 +34,8 @@ from gan.evaluation.metrics import (
     metric,
     real_layer,
 )
-from gan.evaluation.real_stats import real_images, real_stats
+from gan.evaluation.real_stats import RealStats, real_images, real_stats
+from gan.evaluation.reference import TRAIN, Reference, load_npz, reference_config, registered_images
 from gan.evaluation.wandb_log import EvalLogger
 from gan.run_folder import RunFolder, stored_config
 from gan.samples import sample_latents
@@ -53,6 +55,7 @@ class EvalOptions:
     seed: int = 0  # noise seed of the generated images
     kid_subset_size: int = 1000  # images per KID subset (torch-fidelity's default)
     poll_seconds: float = 30.0  # --watch: seconds between looks for new checkpoints
+    reference: Reference = Reference(TRAIN, TRAIN)  # what FID, KID and prc compare with (--reference)
 
 
 def on_main(accelerator, fn):
@@ -182,18 +185,38 @@ class Evaluator:
         compared = {name: layer for name, layer in compared.items() if layer is not None}
         if not compared:  # no computed metric compares with the real images
             return
-        images, digest = real_images(self.cfg, self.opts.num_real)
+        ref = self.opts.reference
+        if ref.kind == "npz":  # FID's statistics only (resolve_settings kept FID alone)
+            layer = compared[inception]
+            stats = load_npz(ref, layer)
+            self.real[inception] = RealStats(None, stats["mu"], stats["sigma"], layer, ref.path, True)
+            self.print(f"real-data statistics: mu and sigma from {ref.path}")
+            return
+        images, digest, real_cfg = self.reference_images()
         check_sizes(self.settings, self.layers.keys(), len(images), self.accelerator.num_processes)
         for name, layer in compared.items():
             extractor, start = self.extractors[name], time.perf_counter()
             # The cache key names the extractor and its weights: each extractor's statistics have their own file.
             tag = self.weights.tag if name == inception else extractor.weights_tag
-            real = real_stats(self.cfg, images, digest, extractor, tag, layer, self.opts.batch_size, self.accelerator)
+            real = real_stats(real_cfg, images, digest, extractor, tag, layer, self.opts.batch_size, self.accelerator)
             if self.accelerator.is_main_process:
                 self.real[name] = real
                 seconds = time.perf_counter() - start
                 how = "loaded from" if real.from_cache else f"computed in {seconds:.1f} s into"
                 self.print(f"real-data statistics ({len(images)} images): {how} {real.path}")
+
+    def reference_images(self) -> tuple:
+        """(uint8 images, their digest, the config naming them in the cache key) of --reference."""
+        ref, num_real = self.opts.reference, self.opts.num_real
+        if ref.kind != "registered":
+            return (*real_images(reference_config(ref, self.cfg), num_real), reference_config(ref, self.cfg))
+        images = on_main(self.accelerator, lambda: registered_images(ref))  # downloaded once, by the main process
+        digest = f"torch-fidelity:{ref.text}"
+        if num_real is not None and num_real < len(images):
+            pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:num_real].sort().values
+            images, digest = images[pick], f"{digest}:random{num_real}:seed0"
+        data = dataclasses.replace(self.cfg.data, name=ref.text, resolution=images.shape[-1], channels=images.shape[1])
+        return images, digest, dataclasses.replace(self.cfg, data=data)
 
     def load(self, path: Path):
         """((G, meta), None) on every process, or (None, (kind, why)) on every process when any of them failed."""
@@ -262,10 +285,23 @@ def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
     """(settings, weights, {metric: layer}). Without a classifier in the weights the metrics that need one
     (IS) are dropped, with one line saying why; the settings keep them, as requested. A metric that cannot
     read the run's images (fd_mnist on RGB) is refused before any weights or checkpoint is read."""
+    ref = opts.reference
     for name in opts.metrics:
         metric(name).check_data(cfg.data)
+        if metric(name).feature_extractor is not None and ref.kind not in (TRAIN, "folder"):
+            raise GanError(f"--metrics {name} reads its own extractor's features of the run's images; --reference "
+                           f"{ref.text} is not at the run's size: leave {name} out, or use --reference train or a folder")  # fmt: skip
     weights = on_main(accelerator, lambda: resolve_weights(cfg.eval.inception_weights))
     metrics = opts.metrics
+    if not ref.has_features:  # an .npz: FID's mean and covariance, no features for KID or prc
+        featureless = [m for m in metrics if metric(m).needs_real and m != "fid"]
+        if featureless:
+            metrics = tuple(m for m in metrics if m not in featureless)
+            accelerator.print(f"{', '.join(featureless)} unavailable: --reference {ref.text} holds FID's mu and sigma, "
+                              "not the reference's features")  # fmt: skip
+        if not metrics:
+            raise GanError(f"--metrics {','.join(opts.metrics)}: none can be computed against --reference {ref.text} "
+                           "(an .npz serves FID, and IS needs no reference)")  # fmt: skip
     unavailable = [] if weights.has_classifier else [m for m in metrics if metric(m).needs_classifier]
     if unavailable:
         metrics = tuple(m for m in metrics if m not in unavailable)
@@ -280,7 +316,8 @@ def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
     elif weights.note:
         accelerator.print(f"Inception weights: {weights.describe}; {weights.note}")
     settings = MetricSettings(metrics=opts.metrics, num_samples=opts.num_samples, num_real=opts.num_real,
-                              seed=opts.seed, kid_subset_size=opts.kid_subset_size, weights=weights.tag)  # fmt: skip
+                              seed=opts.seed, kid_subset_size=opts.kid_subset_size, weights=weights.tag,
+                              reference=ref.text if ref.kind in (TRAIN, "registered") else str(ref.path))  # fmt: skip
     check_sizes(settings, metrics, opts.num_real or math.inf, accelerator.num_processes)
     return settings, weights, feature_layers(metrics, settings.feature_extractor)
 

@@ -52,11 +52,15 @@ class MetricSettings:
     feature_extractor: str = EXTRACTOR
     kid_subsets: int = KID_SUBSETS
     is_splits: int = IS_SPLITS
+    reference: str = "train"  # what the real statistics come from (gan.evaluation.reference)
 
     def as_dict(self) -> dict:
         # A metric's own constants join the key only when it is requested: records of other metrics keep theirs.
         own = {key: value for name in self.metrics for key, value in metric(name).parameters.items()}
-        return {**asdict(self), "metrics": list(self.metrics), **own}
+        settings = {**asdict(self), "metrics": list(self.metrics), **own}
+        if self.reference == "train":  # the key records made before --reference existed have
+            del settings["reference"]
+        return settings
 
 
 class Metric:
