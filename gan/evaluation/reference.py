@@ -7,7 +7,7 @@
 - an `.npz` holding `mu` and `sigma` (pytorch-fid's and clean-fid's format): FID's statistics
   only, so FID alone; the metrics that need the reference's features (KID, precision and recall,
   fd_mnist) are reported unavailable. Comparable only with statistics of the same Inception
-  weights and resizing: clean-fid's resize differs from torch-fidelity's.
+  weights and resizing: clean-fid's resize differs from torch-fidelity's (docs/evaluation.md).
 - a torch-fidelity registered input (cifar10-train, cifar10-val, ...): from torch-fidelity's own
   registry, downloaded once into its own cache (TORCH_HOME/fidelity_datasets).
 
