@@ -122,6 +122,9 @@ class WandbConfig:
     group: str | None = None  # run group; None = the preset's name
     tags: list[str] = field(default_factory=list)  # extra tags; the network and loss are always added
     name: str | None = None  # run name; None = the run folder's name
+    # checkpoints as W&B artifacts (type model, one per run): none; best (the evaluator logs the checkpoint
+    # best.json names, alias best); all (training logs each checkpoint, alias latest, and the evaluator the best)
+    log_checkpoints: str = "none"
 
 
 @dataclass
@@ -511,6 +514,7 @@ def validate(cfg: Config) -> None:
            f"data.pseudo_labels={k} trains a conditional network on clusters: set model.conditional=true")  # fmt: skip
     _one_of("train.on_nonfinite", cfg.train.on_nonfinite, ("stop", "skip"))
     _one_of("wandb.mode", cfg.wandb.mode, ("online", "offline", "disabled"), nullable=True)
+    _one_of("wandb.log_checkpoints", cfg.wandb.log_checkpoints, ("none", "best", "all"))
     for i, tag in enumerate(cfg.wandb.tags):
         _check(
             1 <= len(tag) <= WANDB_TAG_CHARS,

@@ -63,6 +63,9 @@ class RunFolder:
     best = property(lambda self: self.root / "best.json")
     best_lock = property(lambda self: self.root / ".best.lock")
 
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / step_name(step)
+
     def sample(self, step: int) -> Path:
         return self.samples / f"{step_name(step)}.png"
 

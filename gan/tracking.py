@@ -89,6 +89,12 @@ class RunLogger:
 
         self.wandb.log({name: wandb.Image(image), "train/step": step})
 
+    def log_checkpoint(self, path: Path) -> None:
+        """With wandb.log_checkpoints=all: the checkpoint just written, aliases latest and step-N."""
+        if self.accelerator.is_main_process and self.cfg.wandb.log_checkpoints == "all":
+            run_id = RunFolder(self.run_dir).wandb_id.read_text().strip() if self.wandb.ok else ""
+            self.wandb.log_checkpoint(path, run_id, ["latest", path.name])
+
     def mark_preempting(self) -> None:
         """Tell W&B that this run stops to be requeued (SIGTERM/SIGUSR1); a failure only warns."""
         if self.accelerator.is_main_process:

@@ -203,6 +203,7 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
             stopping = stop.agreed(accelerator)
             if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps or stopping:
                 ckpt.save(accelerator, run_dir, cfg, nets, state, schedule.values(state.step))
+                logger.log_checkpoint(RunFolder(run_dir).checkpoint(state.step))
             if stopping:
                 exit_code = stop.exit_code()
                 then = "to be requeued" if exit_code == EXIT_PREEMPTED else "(run the same command to resume)"

@@ -71,6 +71,21 @@ class WandbRun:
         except Exception as err:
             self.warn_once("log", err)
 
+    def log_checkpoint(self, path: Path, run_id: str, aliases: list[str]) -> None:
+        """The checkpoint folder as a version of the run's model artifact `checkpoints-<run id>`, with
+        these aliases (W&B moves an alias to the newest version that has it). Offline, the files are
+        staged in the run's folder for `wandb sync`."""
+        if not self.ok:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(f"checkpoints-{run_id}", type="model", metadata={"checkpoint": path.name})
+            artifact.add_dir(str(path))
+            self.accelerator.get_tracker("wandb", unwrap=True).log_artifact(artifact, aliases=aliases)
+        except Exception as err:
+            self.warn_once("log_artifact", err)
+
     def mark_preempting(self) -> None:
         """Tell W&B that this run stops to be requeued (SIGTERM/SIGUSR1)."""
         if not self.ok:

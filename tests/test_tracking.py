@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import PYTHON, TINY, base_env, run, train
 from PIL import Image
-from wandb_records import history, run_info, wandb_files
+from wandb_records import artifacts, history, run_info, wandb_files
 
 from gan.run_folder import RUN_MARKER
 
@@ -44,6 +44,28 @@ def test_offline_history_holds_losses_and_a_real_image(tmp_path):
     assert info["group"] == "dcgan_mnist"
     assert {"dcgan", "bce", "smoke"} <= set(info["tags"])
     assert info["config"]["train"]["steps"] == 6 and info["config"]["model"]["network"] == "dcgan"
+
+
+def test_checkpoints_as_artifacts_each_from_training_and_the_best_from_the_evaluator(tmp_path, tmp_path_factory):
+    run_dir = tmp_path / "run"
+    train("dcgan_mnist", run_dir, *TINY, "wandb.log_checkpoints=all", env=OFFLINE)
+    (wandb_file,) = wandb_files(run_dir)
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    logged = artifacts(wandb_file)
+    assert [(a["name"], a["type"], sorted(a["aliases"])) for a in logged] == [
+        (f"checkpoints-{run_id}", "model", ["latest", "step-0000003"]),
+        (f"checkpoints-{run_id}", "model", ["latest", "step-0000006"])]  # fmt: skip
+    assert {"G.safetensors", "D.safetensors", "G_ema.safetensors", "state.pt", "meta.json"} <= set(logged[-1]["files"])
+    # the evaluator: the checkpoint best.json names (by FID, here of 16 images), alias best; the cache
+    # tests/test_evaluate.py uses, so the offline Inception weights are converted once
+    env = {**OFFLINE, "GAN_OFFLINE": "1", "GAN_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "gan-cache")}
+    run([PYTHON, "evaluate.py", run_dir, "--metrics", "fid", "--num-samples", "16", "--num-real", "16",
+         "--batch-size", "16", "--checkpoints", "latest"], env=env, check=True)  # fmt: skip
+    evaluation = wandb_files(run_dir)[-1]
+    (best,) = artifacts(evaluation)  # W&B adds latest to every version it logs
+    assert best["name"] == f"checkpoints-{run_id}" and "best" in best["aliases"]
+    step = json.loads((run_dir / "best.json").read_text())["step"]
+    assert step == 6 and "meta.json" in best["files"]
 
 
 def test_resume_continues_the_same_wandb_run_without_logging_a_step_twice(tmp_path):

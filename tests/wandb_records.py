@@ -86,3 +86,14 @@ def metric_summaries(path: Path) -> dict[str, list[str]]:
             kinds = [f.name for f, on in record.metric.summary.ListFields() if on is True]
             summaries.setdefault(record.metric.name, []).extend(kinds)
     return summaries
+
+
+def artifacts(path: Path) -> list[dict]:
+    """Each logged artifact: name, type, aliases and the paths of its files."""
+    found = []
+    for record in records(path):
+        if record.WhichOneof("record_type") == "artifact":
+            art = record.artifact
+            found.append({"name": art.name, "type": art.type, "aliases": list(art.aliases),
+                          "files": sorted(entry.path for entry in art.manifest.contents)})  # fmt: skip
+    return found

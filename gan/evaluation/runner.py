@@ -271,10 +271,11 @@ class Evaluator:
     def report(self, record: dict) -> None:
         """On the main process: metrics.jsonl, best.json, W&B and a table row."""
         results.append_record(self.opts.run_dir, record)
-        results.update_best(self.opts.run_dir, record["settings"])
+        best = results.update_best(self.opts.run_dir, record["settings"])
         if self.logger is None:
             self.logger = EvalLogger(self.accelerator, self.opts.run_dir, self.cfg)
         self.logger.log(record)
+        self.logger.log_best(best)
         if not self.printed_header:
             self.print(results.table_header())
             self.printed_header = True
