@@ -88,6 +88,10 @@ def model_card(cfg, found) -> str:
     numbers = [f"- {key}: {r[key]:.4g} ({r.get('num_samples')} samples; settings {json.dumps(r.get('settings'))})"
                for r in scored for key in ("fid", "kid_mean", "is_mean", "fd_mnist", "precision", "recall")
                if isinstance(r.get(key), int | float)]  # fmt: skip
+    best = read_best(run_dir)
+    if best is not None:
+        numbers.append(f"- the run's best FID: {best['fid']:.4g} at step {best['step']:,} ({best.get('num_samples')} samples; "
+                       f"settings {json.dumps(best.get('settings'))}){' (this checkpoint)' if best['step'] == found.step else ''}")
     kimg = found.meta.get("kimg")
     return "\n".join([
         "---", "library_name: gan", "tags:", "- gan", "- image-generation", f"- {cfg.model.network}", "---", "",
@@ -106,13 +110,22 @@ def model_card(cfg, found) -> str:
         "images = G(torch.randn(16, G.z_dim))  # (16, C, H, W) in [-1, 1]",
         "```",
         "",
-        "## Scores of this checkpoint",
+        "## Scores",
         "",
         *(numbers or ["Not evaluated (`python evaluate.py RUN --checkpoints all` scores every checkpoint)."]),
         "",
         "![64 samples](samples.png)",
         "",
     ])  # fmt: skip
+
+
+def read_best(run_dir: Path) -> dict | None:
+    """best.json of the run (the evaluator's best FID), or None where it is missing or unreadable."""
+    try:
+        best = json.loads(RunFolder(run_dir).best.read_text())
+    except (OSError, ValueError):
+        return None
+    return best if isinstance(best, dict) and isinstance(best.get("fid"), int | float) and "step" in best else None
 
 
 def export_traced(G, out: Path, fmt: str) -> None:
