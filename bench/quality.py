@@ -32,7 +32,8 @@ from gan.files import read_jsonl
 from gan.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist"]
+MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist",
+                 "selfcond_mnist"]  # fmt: skip
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
 NUMBERS = ["fid", "fd_mnist", "precision", "recall"]  # what evaluate.py gives each run
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before

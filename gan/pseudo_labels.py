@@ -83,16 +83,19 @@ def pseudo_label(data, k: int, seed: int, path: Path, is_main: bool, wait, say=p
     `path` before it, every process reads it after."""
     if len(data) < k:
         raise GanError(f"data.pseudo_labels={k} asks for more clusters than the data set has images ({len(data)})")
+    failed = None
     if is_main and not path.is_file():
         say(f"data.pseudo_labels={k}: k-means on {len(data)} images (once; stored in {path})")
         ids, centres = cluster(data.images, k, seed)
         try:
             save(path, ids, centres, data.digest)
-        except OSError as err:  # a full disk
-            raise GanError(f"{quote(str(path))} cannot be written ({err.strerror or err}); free space and "
-                           "run the same command again") from None  # fmt: skip
+        except OSError as err:  # a full disk: said after the barrier, which the others wait at
+            failed = GanError(f"{quote(str(path))} cannot be written ({err.strerror or err}); free space and "
+                              "run the same command again")  # fmt: skip
     wait()
-    ids = load(path, len(data), k, data.digest)
+    if failed is not None:
+        raise failed
+    ids = load(path, len(data), k, data.digest)  # the other processes: a missing file stops them too
     return type(data)(data.images, torch.from_numpy(ids), k, data.digest, data.path, data.rows)
 
 

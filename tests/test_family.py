@@ -201,8 +201,8 @@ def rgb_folder(tmp_path_factory):
     return root
 
 
-PRESETS = ["wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "dcgan_cifar10", "wgan_gp_cifar10", "sngan_cifar10",
-           "r3gan_mnist", "r3gan_cifar10", "r3gan_ffhq256"]  # fmt: skip
+PRESETS = ["wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "selfcond_mnist", "dcgan_cifar10", "wgan_gp_cifar10",
+           "sngan_cifar10", "r3gan_mnist", "r3gan_cifar10", "r3gan_ffhq256"]  # fmt: skip
 # R3GAN's presets at the paper's widths would take minutes per step here: the same stages, narrow
 NARROW = {"r3gan_cifar10": ["model.widths=[16,16,16,16]"],
           "r3gan_ffhq256": ["model.widths=[16,16,16,16,8,8,8]", "model.blocks=1", "train.batch_size=4"]}  # fmt: skip
