@@ -29,6 +29,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """The evaluator's cache shared by the test files: the Inception weights are converted once per worker."""
+    return tmp_path_factory.getbasetemp() / "gan-cache"
+
+
+@pytest.fixture(scope="session")
 def dcgan_run(tmp_path_factory) -> Path:
     """One tiny finished DCGAN run (with G_ema) through `accelerate launch`, shared by the tests that only read a run.
 

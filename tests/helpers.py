@@ -99,6 +99,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def evaluate_offline(cache, run_dir, *args, check=True) -> subprocess.CompletedProcess:
+    """`python evaluate.py RUN_DIR ...` offline, with the shared cache (the `cache` fixture of conftest)."""
+    env = base_env(GAN_CACHE_DIR=str(cache), GAN_OFFLINE="1", ACCELERATE_USE_CPU="1")
+    return run([PYTHON, "evaluate.py", run_dir, *args], env=env, check=check)
+
+
 def snapshot(folder: Path) -> dict:
     """{relative path: (size, mtime_ns)} of every file: to show a failed command changed nothing."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from accelerate import PartialState
-from helpers import PYTHON, assert_user_error, base_env, run, snapshot
+from helpers import assert_user_error, evaluate_offline, snapshot
 
 from gan.config import Config
 from gan.data import as_tensor, build_data, to_float
@@ -148,17 +148,6 @@ def test_fd_mnist_is_torch_fidelitys_frechet_distance_of_the_classifier_by_hand(
 # --------------------------------------------------------------------------- evaluate.py
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """The same folder as tests/test_evaluate.py uses: the Inception weights are converted once per session."""
-    return tmp_path_factory.getbasetemp() / "gan-cache"
-
-
-def evaluate(cache, run_dir, *args, check=True):
-    env = base_env(GAN_CACHE_DIR=str(cache), GAN_OFFLINE="1", ACCELERATE_USE_CPU="1")
-    return run([PYTHON, "evaluate.py", run_dir, *args], env=env, check=check)
-
-
 def records(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -166,7 +155,7 @@ def records(run_dir) -> list[dict]:
 def test_evaluate_gives_fd_mnist_beside_fid_and_a_second_call_evaluates_nothing(dcgan_run, cache, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(dcgan_run, run_dir)
-    evaluate(cache, run_dir, "--metrics", "fid,fd_mnist", *SMALL)
+    evaluate_offline(cache, run_dir, "--metrics", "fid,fd_mnist", *SMALL)
     rows = records(run_dir)
     assert [r["step"] for r in rows] == [3, 6]
     for r in rows:
@@ -177,7 +166,7 @@ def test_evaluate_gives_fd_mnist_beside_fid_and_a_second_call_evaluates_nothing(
     assert len(list((cache / "real-stats").glob(f"mnist5k-28px-1ch-16-{EXTRACTOR}-*.safetensors"))) == 1
 
     before, cached = snapshot(run_dir), snapshot(cache / "real-stats")
-    second = evaluate(cache, run_dir, "--metrics", "fid,fd_mnist", *SMALL)
+    second = evaluate_offline(cache, run_dir, "--metrics", "fid,fd_mnist", *SMALL)
     assert "nothing new to evaluate: 2 checkpoint(s)" in second.stdout
     assert snapshot(run_dir) == before and snapshot(cache / "real-stats") == cached
 
@@ -190,6 +179,6 @@ def test_a_run_of_other_images_is_refused_in_one_line(dcgan_run, cache, tmp_path
     config["data"][key] = value  # refused from config.yaml, before a checkpoint or weights file is read
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     before = snapshot(run_dir)
-    proc = evaluate(cache, run_dir, "--metrics", "fid,fd_mnist", *SMALL, check=False)
+    proc = evaluate_offline(cache, run_dir, "--metrics", "fid,fd_mnist", *SMALL, check=False)
     assert_user_error(proc, "--metrics fd_mnist", f"data.{key}={value}")
     assert snapshot(run_dir) == before

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import PYTHON, assert_user_error, base_env, run
+from helpers import assert_user_error, evaluate_offline
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -14,17 +14,6 @@ from gan.config import load_config
 from gan.data import as_tensor, build_data
 
 SMALL = ["--num-samples", "16", "--batch-size", "16", "--checkpoints", "latest"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """The same folder as tests/test_evaluate.py uses."""
-    return tmp_path_factory.getbasetemp() / "gan-cache"
-
-
-def evaluate(cache, run_dir, *args, check=True):
-    env = base_env(GAN_CACHE_DIR=str(cache), GAN_OFFLINE="1", ACCELERATE_USE_CPU="1")
-    return run([PYTHON, "evaluate.py", run_dir, *args], env=env, check=check)
 
 
 def last_record(run_dir) -> dict:
@@ -41,9 +30,9 @@ def test_a_folder_of_the_runs_own_images_gives_the_runs_numbers(dcgan_run, cache
         (folder / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image[0].numpy()).save(folder / str(label) / f"{i:04d}.png")
     # fd_mnist: its small classifier reads 512 real images in a second where Inception takes a minute
-    evaluate(cache, run_dir, "--metrics", "fd_mnist", *SMALL)
+    evaluate_offline(cache, run_dir, "--metrics", "fd_mnist", *SMALL)
     own = last_record(run_dir)
-    evaluate(cache, run_dir, "--metrics", "fd_mnist", *SMALL, "--reference", folder)
+    evaluate_offline(cache, run_dir, "--metrics", "fd_mnist", *SMALL, "--reference", folder)
     other = last_record(run_dir)
     assert other["settings"]["reference"] == str(folder.resolve()) and "reference" not in own["settings"]
     assert other["fd_mnist"] == pytest.approx(own["fd_mnist"], rel=1e-6)
@@ -52,13 +41,13 @@ def test_a_folder_of_the_runs_own_images_gives_the_runs_numbers(dcgan_run, cache
 def test_an_npz_of_the_statistics_gives_the_same_fid_and_kid_unavailable(dcgan_run, cache, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(dcgan_run, run_dir)
-    evaluate(cache, run_dir, "--metrics", "fid", "--num-real", "16", *SMALL)
+    evaluate_offline(cache, run_dir, "--metrics", "fid", "--num-real", "16", *SMALL)
     own = last_record(run_dir)
     (stats_file,) = [p for p in (cache / "real-stats").glob("mnist5k-28px-1ch-16-inception*.safetensors")]
     stats = load_file(stats_file)
     npz = tmp_path / "stats.npz"
     np.savez(npz, mu=stats["mu"], sigma=stats["sigma"])
-    proc = evaluate(cache, run_dir, "--metrics", "fid,kid", *SMALL, "--reference", npz)
+    proc = evaluate_offline(cache, run_dir, "--metrics", "fid,kid", *SMALL, "--reference", npz)
     assert "kid unavailable: --reference" in proc.stdout
     other = last_record(run_dir)
     assert other["fid"] == pytest.approx(own["fid"], rel=1e-6) and other["kid_mean"] is None
@@ -74,7 +63,7 @@ def test_bad_references_are_one_line(dcgan_run, cache, tmp_path):
     cases.append(("nowhere", "neither a folder, a prepared set, an .npz file nor a registered input"))
     cases.append(("cifar10-train", "torch-fidelity could not get it"))  # offline: no download
     for reference, needle in cases:
-        proc = evaluate(cache, dcgan_run, "--metrics", "fid", *SMALL, "--reference", reference, check=False)
+        proc = evaluate_offline(cache, dcgan_run, "--metrics", "fid", *SMALL, "--reference", reference, check=False)
         assert_user_error(proc, needle)
-    fd = evaluate(cache, dcgan_run, "--metrics", "fd_mnist", *SMALL, "--reference", tmp_path / "small.npz", check=False)
+    fd = evaluate_offline(cache, dcgan_run, "--metrics", "fd_mnist", *SMALL, "--reference", tmp_path / "small.npz", check=False)
     assert_user_error(fd, "--metrics fd_mnist reads its own extractor's features")
