@@ -76,13 +76,17 @@ def load(path: Path, n: int, k: int, digest: str) -> np.ndarray:
     return ids
 
 
+def check_clusters(k: int | None, n: int) -> None:
+    """Before the run folder is touched: k clusters need at least k images."""
+    if k and n < k:
+        raise GanError(f"data.pseudo_labels={k} asks for more clusters than the data set has images ({n})")
+
+
 def pseudo_label(data, k: int, seed: int, path: Path, is_main: bool, wait, say=print):
     """`data` (gan.data.ImageData) with its labels replaced by the ids of k clusters, made once per run.
 
     `wait`: a barrier of all processes (Accelerate's wait_for_everyone); the main process writes
-    `path` before it, every process reads it after."""
-    if len(data) < k:
-        raise GanError(f"data.pseudo_labels={k} asks for more clusters than the data set has images ({len(data)})")
+    `path` before it, every process reads it after. check_clusters has run."""
     failed = None
     if is_main and not path.is_file():
         say(f"data.pseudo_labels={k}: k-means on {len(data)} images (once; stored in {path})")

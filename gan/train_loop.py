@@ -27,7 +27,7 @@ from gan.files import write_atomic
 from gan.losses import build_loss
 from gan.networks import build_networks
 from gan.networks._resolutions import check_resolution
-from gan.pseudo_labels import class_counts, pseudo_label
+from gan.pseudo_labels import check_clusters, class_counts, pseudo_label
 from gan.run_folder import RunFolder, open_run_dir
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
 from gan.schedule import Schedule
@@ -128,6 +128,7 @@ def train(cfg: Config, run_dir: Path) -> int:
     check_networks(cfg, cfg.data.pseudo_labels or source.num_classes)
     data = build_data(cfg, source, first=accelerator.local_main_process_first)  # says so if it prepares
     check_batch(cfg, data, accelerator.num_processes)
+    check_clusters(cfg.data.pseudo_labels, len(data))
     lock = open_run_dir(run_dir, cfg) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     stop = StopRequest()

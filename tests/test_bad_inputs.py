@@ -65,6 +65,8 @@ CASES = [
     # train.py's command line
     Case("train_unknown_flag", [*ON_RUN, "--stepz", "3"], "unrecognized arguments: --stepz"),
     Case("default_run_dir_of_a_path_like_preset", [*TRAIN, *TINY, "preset=../x"], "is not a plain name"),
+    Case("train_more_clusters_than_images", [PYTHON, "train.py", "--config", "configs/selfcond_mnist.yaml", "--run-dir",
+         "{new}", "data.limit=500", "data.pseudo_labels=1000"], "asks for more clusters than the data set has images (500)"),
     Case("train_config_not_yaml", [PYTHON, "train.py", "--config", "{bad_yaml}", "--run-dir", "{new}"],
          "is not valid YAML"),
     Case("train_config_not_a_mapping", [PYTHON, "train.py", "--config", "{list_yaml}", "--run-dir", "{new}"],
