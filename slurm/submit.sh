@@ -10,7 +10,9 @@
 # --run-dir, else RUN_DIR, else runs/NAME-YYYYmmdd-HHMMSS; the jobs' logs go into it. Relative
 # paths are relative to the repository. An evaluation whose training failed is cancelled.
 # Resources come from environment variables: see slurm/common.sh (PARTITION, ACCOUNT, NODES,
-# GPUS_PER_NODE, TIME, ...). Prints train_job=, eval_job= and run_dir= lines.
+# GPUS_PER_NODE, TIME, ...); so do ACCELERATE_CONFIG_FILE (relative to the current folder) and
+# MIXED_PRECISION, which the training job passes to accelerate launch (see slurm/train.sbatch).
+# Prints train_job=, eval_job= and run_dir= lines.
 
 set -euo pipefail
 # shellcheck source=slurm/common.sh
@@ -24,7 +26,7 @@ while (($#)); do
         --watch) mode=watch ;;
         --no-eval) mode=none ;;
         --eval-args) eval_args=${2:?--eval-args needs a value}; shift ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) break ;;
     esac
     shift
