@@ -79,7 +79,7 @@ def measure(run_dir: Path, ckpt_path: Path, args) -> dict:
     opts = EvalOptions(run_dir=run_dir, metrics=("fid", "kid"), num_samples=args.num_samples,
                        num_real=args.num_real, batch_size=args.batch_size,
                        kid_subset_size=min(100, args.num_samples, args.num_real))  # fmt: skip
-    cfg = run_config(opts, accelerator)
+    cfg = run_config(opts, accelerator.print)
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
     layer = layers["fid"]
 

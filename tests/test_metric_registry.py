@@ -33,7 +33,7 @@ from gan.evaluation.metrics import (
     ordered,
     parse_metrics,
     real_layer,
-    wandb_names,
+    tracker_names,
 )
 from gan.evaluation.real_stats import RealStats
 from gan.registry import METRICS, Registry
@@ -135,7 +135,7 @@ def test_the_console_table_and_wandb_keys_of_before(metrics_from):
                                       "  num_samples   seconds  checkpoint")  # fmt: skip
     assert results.table_row(RECORD_BEFORE) == ("        6      0.096       312.5      0.0123   4.56e-04         -"
                                                 "         -           16      3.21  step-0000006")  # fmt: skip
-    assert wandb_names() == {key: f"eval/{key}" for key in ("fid", "kid_mean", "kid_std", "is_mean", "is_std")}
+    assert tracker_names() == {key: f"eval/{key}" for key in ("fid", "kid_mean", "kid_std", "is_mean", "is_std")}
 
 
 def test_the_numbers_are_torch_fidelitys_functions_with_their_defaults(metrics_from):
@@ -239,6 +239,6 @@ def test_a_new_metric_is_one_file_and_reaches_every_output(metrics_from):
     assert list(record) == ["fid", "kid_mean", "kid_std", "is_mean", "is_std", "norm"]
     assert record["norm"] == pytest.approx(6.0) and record["fid"] is None
     assert results.table_header().split()[-5:] == ["is_std", "norm", "num_samples", "seconds", "checkpoint"]
-    assert wandb_names()["norm"] == "eval/norm"
+    assert tracker_names()["norm"] == "eval/norm"
     assert settings(("fid", "norm")).as_dict()["norm_p"] == 2  # its constant joins the settings key ...
     assert settings().as_dict() == SETTINGS_BEFORE  # ... only where it is requested

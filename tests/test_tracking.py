@@ -1,13 +1,18 @@
-"""W&B tracking, offline: history, images, resume, disabled, failure, two processes; and the HTML report."""
+"""Tracking, offline: W&B's history, images, resume, disabled, failure, two processes, a sweep's runs;
+TensorBoard's event files; and the HTML report."""
 
 import io
+import itertools
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PYTHON, TINY, base_env, run, train
+import yaml
+from helpers import PYTHON, ROOT, TINY, assert_user_error, base_env, evaluate_offline, run, train
 from PIL import Image
 from wandb_records import artifacts, history, run_info, wandb_files
 
@@ -106,6 +111,109 @@ def test_two_processes_write_exactly_one_wandb_run(tmp_path):
     (wandb_file,) = wandb_files(run_dir)
     assert [r["train/step"] for r in scalar_rows(history(wandb_file))] == [2, 4, 6]
     assert [r["train/kimg"] for r in scalar_rows(history(wandb_file))][-1] == pytest.approx(6 * 16 * 2 / 1000)
+
+
+# --------------------------------------------------------------------------- W&B sweeps
+
+
+def test_a_sweep_agent_trains_each_run_into_its_own_folder_named_by_the_run_wandb_made(tmp_path, monkeypatch, capfd):
+    """configs/sweeps/dcgan_mnist_lr_loss.yaml through `wandb agent`'s own command runner (Agent._command_run:
+    the agent's environment, its ${args_no_hyphens}, its parameter file), offline. `wandb sweep` and the agent's
+    loop ask W&B's server for the grid's next run; here the test is that server: it expands the grid and hands
+    two of its runs, with run ids, to the agent."""
+    from wandb import wandb_agent
+
+    sweep = yaml.safe_load((ROOT / "configs/sweeps/dcgan_mnist_lr_loss.yaml").read_text())
+    grid = list(itertools.product(*[spec["values"] for spec in sweep["parameters"].values()]))
+    assert len(grid) == 9 and sweep["method"] == "grid"
+    # The agent's folder: train.py and configs/ as in the repository, runs/ in tmp_path.
+    for name in (sweep["program"], "configs"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    monkeypatch.chdir(tmp_path)
+    env = base_env(WANDB_MODE="offline", ACCELERATE_USE_CPU="1", PATH=f"{Path(PYTHON).parent}:{os.environ['PATH']}")
+    for key, value in env.items():  # the agent starts each run in its own environment
+        monkeypatch.setenv(key, value)
+    for key in ("WANDB_DIR", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them; undone after
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_SWEEP_ID", "swp4test")  # as `wandb agent SWEEP_ID` does (wandb_agent.run_agent)
+    agent = wandb_agent.Agent(api=None, queue=None, sweep_id="swp4test")
+    agent._sweep_command = sweep["command"]  # what Agent.run reads from the server's copy of the sweep file
+    tiny = {key: {"value": yaml.safe_load(value)} for key, value in (t.split("=") for t in TINY)}
+    runs = {"r1aaaaaa": grid[0], "r9zzzzzz": grid[-1]}  # (1e-4, bce) and (5e-4, lsgan)
+    for run_id, values in runs.items():
+        args = {key: {"value": value} for key, value in zip(sweep["parameters"], values, strict=True)} | tiny
+        agent._command_run({"type": "run", "run_id": run_id, "program": sweep["program"], "args": args})
+        assert agent._run_processes[run_id].wait(timeout=600) == 0, capfd.readouterr().err[-3000:]
+    out = capfd.readouterr().out
+    for run_id, (lr_g, loss) in runs.items():
+        run_dir = tmp_path / "runs" / "swp4test" / run_id
+        assert f"no --run-dir: training into runs/swp4test/{run_id} (W&B sweep swp4test, run {run_id})" in out
+        assert (run_dir / "FINISHED").exists()
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert (config["optim"]["lr_g"], config["loss"]["name"], config["train"]["steps"]) == (lr_g, loss, 6)
+        # wandb_run_id.txt names the run wandb made: its folder run-<date>-<id>, the id in its records
+        (wandb_file,) = wandb_files(run_dir)
+        assert wandb_file.parent.name.endswith(f"-{run_id}")
+        info = run_info(wandb_file)
+        assert (run_dir / "wandb_run_id.txt").read_text() == info["id"] == run_id
+        assert info["sweep"] == "swp4test" and info["config"]["optim.lr_g"] == lr_g  # the sweep's parameters
+        assert [r["train/step"] for r in scalar_rows(history(wandb_file))] == [2, 4, 6]
+    assert not list((tmp_path / "wandb").glob("*run-*"))  # the run's files are in its folder, not in WANDB_DIR
+
+
+def test_a_sweep_id_that_is_not_a_plain_name_is_one_line(tmp_path):
+    env = base_env(WANDB_SWEEP_ID="../up", WANDB_RUN_ID="abc", ACCELERATE_USE_CPU="1")
+    proc = run([PYTHON, ROOT / "train.py", *TINY], env=env, cwd=tmp_path)
+    assert_user_error(proc, "WANDB_SWEEP_ID='../up'", "--run-dir")
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+def tensorboard_events(run_dir: Path, command: str = "train"):
+    """What the run's TensorBoard folder of `command` (train, evaluate) holds, read with TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard" / command), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_gets_the_scalars_and_grids_of_training_and_the_evaluators_numbers(tmp_path, cache):
+    run_dir = tmp_path / "run"
+    train("dcgan_mnist", run_dir, *TINY, "tracking.backend=tensorboard")  # WANDB_MODE=disabled: W&B's switch only
+    assert not (run_dir / "wandb").exists() and not (run_dir / "wandb_run_id.txt").exists()
+    events = tensorboard_events(run_dir)
+    local = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert set(events.Tags()["scalars"]) == {key for row in local for key in row} - {"step"}  # as W&B's panels
+    for key in ("loss/D", "loss/G", "grad_norm/G", "train/kimg"):
+        assert [(e.step, e.value) for e in events.Scalars(key)] == [(r["step"], pytest.approx(r[key])) for r in local]
+    grids = events.Images("samples")
+    assert [e.step for e in grids] == [3, 6]
+    logged = np.asarray(Image.open(io.BytesIO(grids[-1].encoded_image_string)).convert("L"))
+    assert np.array_equal(logged, np.asarray(Image.open(run_dir / "samples" / "step-0000006.png")))
+    assert logged.std() > 5, "the logged TensorBoard image is blank"
+    (hparams,) = (run_dir / "tensorboard" / "train").glob("*/hparams.yml")  # the config, through Accelerate
+    assert yaml.safe_load(hparams.read_text())["train.steps"] == 6
+    # the evaluator: beside training's events, against train/step
+    evaluate_offline(cache, run_dir, "--metrics", "fid", "--num-samples", "16", "--num-real", "16",
+                     "--batch-size", "16", "--checkpoints", "latest")  # fmt: skip
+    (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    fid = tensorboard_events(run_dir, "evaluate").Scalars("eval/fid")
+    assert [(e.step, e.value) for e in fid] == [(6, pytest.approx(record["fid"]))]
+    assert not (run_dir / "wandb").exists()
+
+
+def test_the_backend_may_change_on_resume_and_none_writes_no_tracker_files(tmp_path):
+    run_dir = tmp_path / "run"
+    train("dcgan_mnist", run_dir, *TINY, "train.steps=3", "tracking.backend=none", env=OFFLINE)
+    assert not (run_dir / "wandb").exists() and not (run_dir / "tensorboard").exists()
+    assert not (run_dir / "wandb_run_id.txt").exists() and (run_dir / "train_log.jsonl").exists()
+    train("dcgan_mnist", run_dir, *TINY, "tracking.backend=tensorboard", env=OFFLINE)
+    events = tensorboard_events(run_dir)
+    assert [e.step for e in events.Scalars("loss/D")] == [4, 6] and [e.step for e in events.Images("samples")] == [6]
+    assert not (run_dir / "wandb").exists()
 
 
 # --------------------------------------------------------------------------- report

@@ -60,13 +60,13 @@ def history(path: Path) -> list[dict]:
 
 
 def run_info(path: Path) -> dict:
-    """The run record (id, group, tags) with the config from every config record."""
+    """The run record (id, group, tags, sweep id) with the config from every config record."""
     info = {"config": {}}
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
-            info.update(id=run.run_id, group=run.run_group, tags=list(run.tags))
+            info.update(id=run.run_id, group=run.run_group, tags=list(run.tags), sweep=run.sweep_id)
             info["config"].update({item.key: json.loads(item.value_json) for item in run.config.update})
         elif kind == "config":
             info["config"].update({item.key: json.loads(item.value_json) for item in record.config.update})

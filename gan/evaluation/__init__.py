@@ -11,6 +11,6 @@
                        gan.registry.METRICS; the package holds the metric settings and the loops over
                        the requested metrics
   results.py           metrics.jsonl, best.json and the console table
-  wandb_log.py         the numbers into the run's W&B run, against train/step
+  tracking.py          the numbers into the run's tracker (W&B or TensorBoard), against train/step
   runner.py            which checkpoints to evaluate, the per-checkpoint loop, watch mode
 """

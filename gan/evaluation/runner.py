@@ -19,6 +19,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from gan import checkpoint as ckpt
 from gan.checkpoint import load_generator
+from gan.cli import is_main_process
 from gan.config import Config
 from gan.errors import GanError
 from gan.evaluation import results
@@ -36,9 +37,10 @@ from gan.evaluation.metrics import (
 )
 from gan.evaluation.real_stats import RealStats, real_images, real_stats
 from gan.evaluation.reference import TRAIN, Reference, load_npz, reference_config, registered_images
-from gan.evaluation.wandb_log import EvalLogger
+from gan.evaluation.tracking import EvalLogger
 from gan.run_folder import RunFolder, stored_config
 from gan.samples import sample_latents
+from gan.trackers import accelerator_options
 
 ARCHITECTURE_KEYS = ("model", "data.resolution", "data.channels")
 
@@ -76,8 +78,9 @@ def on_main(accelerator, fn):
 # --------------------------------------------------------------------------- the run folder
 
 
-def run_config(opts: EvalOptions, accelerator) -> Config:
-    """The run's config.yaml; --watch waits for a training run that has not written it yet."""
+def run_config(opts: EvalOptions, say=print) -> Config:
+    """The run's config.yaml; --watch waits for a training run that has not written it yet, and says so
+    (with say: a no-op on the processes other than the main one)."""
     run_dir = opts.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise GanError(f"{str(run_dir)!r} is a file; give a run folder (the --run-dir of train.py)")
@@ -88,7 +91,7 @@ def run_config(opts: EvalOptions, accelerator) -> Config:
             what = "does not exist" if not run_dir.exists() else "has no config.yaml"
             raise GanError(f"run folder {str(run_dir)!r} {what}; give the --run-dir of train.py")
         if not waited:
-            accelerator.print(f"waiting for {config_file} ...")
+            say(f"waiting for {config_file} ...", flush=True)
             waited = True
         time.sleep(opts.poll_seconds)
     return stored_config(run_dir)
@@ -325,17 +328,18 @@ def resolve_settings(accelerator, opts: EvalOptions, cfg: Config):
 
 def run(opts: EvalOptions) -> int:
     """Evaluate the chosen checkpoints of opts.run_dir; with --watch, until training finishes."""
-    accelerator = Accelerator(log_with="wandb")
+    # The run's config before the Accelerator: its tracking.backend is the Accelerator's tracker.
+    cfg = run_config(opts, say=print if is_main_process() else lambda *args, **kwargs: None)
+    accelerator = Accelerator(**accelerator_options(cfg, opts.run_dir))
     try:
-        return evaluate_run(opts, accelerator)
+        return evaluate_run(opts, cfg, accelerator)
     finally:
         # Every process destroys the process group before the interpreter tears down: a gloo
         # process that exits with it alive can abort ("terminate called without an active exception").
         accelerator.state.destroy_process_group()
 
 
-def evaluate_run(opts: EvalOptions, accelerator) -> int:
-    cfg = run_config(opts, accelerator)
+def evaluate_run(opts: EvalOptions, cfg: Config, accelerator) -> int:
     on_main(accelerator, lambda: results.check_writable(opts.run_dir))  # before minutes of Inception
     settings, weights, layers = resolve_settings(accelerator, opts, cfg)
     evaluator = Evaluator(accelerator, opts, cfg, settings, weights, layers)

@@ -9,7 +9,7 @@ name, a `--metrics` name and the prefix of the record keys `is_mean`, `is_std`, 
 
 Here: the settings a number depends on (`MetricSettings`, whose `as_dict` is the key that decides
 whether a checkpoint is evaluated again), `--metrics` parsing, and the loops over the requested
-metrics that the runner, results.py and wandb_log.py call. The numbers come from the functions
+metrics that the runner, results.py and tracking.py call. The numbers come from the functions
 torch-fidelity's `calculate_metrics` is built from, called with calculate_metrics' own defaults and
 argument order (generated images are its input1, real ones input2). We call them on features that
 several processes extracted, which calculate_metrics cannot take; tests/test_evaluate_metrics.py
@@ -83,8 +83,8 @@ class Metric:
         return tuple(key for key, _ in self.columns)
 
     @property
-    def wandb_names(self) -> dict[str, str]:
-        """{record key: W&B key}, logged against train/step."""
+    def tracker_names(self) -> dict[str, str]:
+        """{record key: the tracker's key (W&B, TensorBoard)}, logged against train/step."""
         return {key: f"eval/{key}" for key in self.keys}
 
     def feature_layer(self, extractor_name: str) -> str:
@@ -121,13 +121,13 @@ def columns() -> tuple[tuple[str, int], ...]:
     return tuple(column for name in ordered() for column in metric(name).columns)
 
 
-def wandb_names() -> dict[str, str]:
-    return {key: wandb for name in ordered() for key, wandb in metric(name).wandb_names.items()}
+def tracker_names() -> dict[str, str]:
+    return {key: logged for name in ordered() for key, logged in metric(name).tracker_names.items()}
 
 
 def wandb_summaries() -> dict[str, str]:
     """{W&B key: "min" or "max"}: what the run's summary shows for each metric's main numbers."""
-    return {metric(name).wandb_names[key]: how for name in ordered() for key, how in metric(name).summary.items()}
+    return {metric(name).tracker_names[key]: how for name in ordered() for key, how in metric(name).summary.items()}
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
