@@ -212,7 +212,8 @@ def adam(module: nn.Module, lr: float, betas, variant: Variant) -> torch.optim.A
 def wgan_gp(D, real, fake, labels, augment) -> torch.Tensor:
     """gan.losses' WGAN-GP penalty on D's input gradients at interpolates of real and fake images."""
     x_hat = interpolate(real, fake).requires_grad_(True)
-    return gradient_penalty(input_gradients(D(augment(x_hat), labels), x_hat, accelerator=None))
+    (grads,) = input_gradients([D(augment(x_hat), labels)], [x_hat], accelerator=None)
+    return gradient_penalty(grads)
 
 
 def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-4, betas=(0.5, 0.999), *,
@@ -248,7 +249,7 @@ def minimal_loop(G: nn.Module, D: nn.Module, steps: int, batch_size: int, lr=2e-
                 for due, weight, out, x in ((r1_due, penalties.r1_weight, real_out, real),
                                             (r2_due, penalties.r2_weight, fake_out, fake)):  # fmt: skip
                     if due:  # R1 on real, R2 on generated images, lazily every r1_every-th D step
-                        grads = input_gradients(out, x, accelerator=None)
+                        (grads,) = input_gradients([out], [x], accelerator=None)
                         d_loss = d_loss + weight / 2 * penalties.r1_every * r1_penalty(grads)
             opt_D.zero_grad(set_to_none=variant.set_to_none)
             d_loss.backward()

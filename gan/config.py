@@ -112,6 +112,22 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # non-finite loss: stop (exit non-zero) or skip (drop the update)
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skips in a row
     tf32: bool = True  # fp32 matmuls and convolutions in TF32 on NVIDIA GPUs (Ampere+); no effect on CPU
+    # warm start: a run folder (its newest complete checkpoint) or a checkpoints/step-NNNNNNN folder whose
+    # G, D and G_ema weights a new run starts from, at step 0 with fresh optimizers; read only when the
+    # run folder has no checkpoint yet (a resume continues from its own). None = random initialisation
+    init_from: str | None = None
+    # torch.compile of G and D: none (eager), default, or reduce-overhead (CUDA graphs; on a CPU it compiles
+    # as default, with a warning). Not with loss.gp_weight, r1_weight or r2_weight: torch.compile has no
+    # double backward. Unmeasured on a GPU so far (docs/performance.md)
+    compile: str = "none"
+
+
+@dataclass
+class TrackingConfig:
+    # where the scalars, sample grids and the evaluator's numbers go besides the run folder's JSONL files:
+    # wandb (set up by the wandb.* keys; wandb.mode=disabled or WANDB_MODE=disabled turn it off too),
+    # tensorboard (event files in DIR/tensorboard/) or none. Only wandb reads the wandb.* keys
+    backend: str = "wandb"
 
 
 @dataclass
@@ -176,6 +192,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -455,6 +472,8 @@ SIZE_LIMITS = {
     # the noise and G renders the whole grid at each sample_every.
     "train.num_samples": 1024,
 }
+TRACKING_BACKENDS = ("wandb", "tensorboard", "none")  # gan.trackers
+COMPILE_MODES = ("none", "default", "reduce-overhead")  # train.compile: torch.compile's modes, or eager
 SEED_MAX = 2**31 - 1  # numpy's seeds are < 2**32 and each process adds its rank: room for any count
 WANDB_TAG_CHARS = 64  # W&B refuses a tag that is empty or longer, when the run is already created
 
@@ -513,8 +532,18 @@ def validate(cfg: Config) -> None:
     _check(k is None or cfg.model.conditional,
            f"data.pseudo_labels={k} trains a conditional network on clusters: set model.conditional=true")  # fmt: skip
     _one_of("train.on_nonfinite", cfg.train.on_nonfinite, ("stop", "skip"))
+    _one_of("train.compile", cfg.train.compile, COMPILE_MODES)
+    ramped = (cfg.schedule.r1_weight.end or 0) > 0 or (cfg.schedule.r2_weight.end or 0) > 0
+    penalised = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0 or cfg.loss.r2_weight > 0 or ramped
+    _check(cfg.train.compile == "none" or not penalised,
+           f"train.compile={cfg.train.compile} with loss.gp_weight, loss.r1_weight or loss.r2_weight: the penalties "
+           "differentiate D's input gradients, and torch.compile has no double backward; set train.compile=none")  # fmt: skip
     _one_of("wandb.mode", cfg.wandb.mode, ("online", "offline", "disabled"), nullable=True)
     _one_of("wandb.log_checkpoints", cfg.wandb.log_checkpoints, ("none", "best", "all"))
+    _one_of("tracking.backend", cfg.tracking.backend, TRACKING_BACKENDS)
+    _check(cfg.wandb.log_checkpoints == "none" or cfg.tracking.backend == "wandb",
+           f"wandb.log_checkpoints={cfg.wandb.log_checkpoints} logs W&B artifacts, and tracking.backend is "
+           f"{cfg.tracking.backend}: set tracking.backend=wandb or wandb.log_checkpoints=none")  # fmt: skip
     for i, tag in enumerate(cfg.wandb.tags):
         _check(
             1 <= len(tag) <= WANDB_TAG_CHARS,

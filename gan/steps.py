@@ -3,6 +3,11 @@
 Each returns detached tensors for the logger; nothing here calls `.item()`, so the step
 never waits on the device except for the one finiteness check per optimizer step (and,
 under fp16 with a gradient penalty, one read of the GradScaler's scale).
+
+Each network is called once per phase: D sees the real and the generated batch in one call, their
+concatenation (run_D), except where a penalty needs a call of its own (regularize); the outputs
+equal separate calls' because every D here treats each image on its own, BatchNorm included
+(SplitBatchNorm2d normalises each part with its own statistics). docs/performance.md says why.
 """
 
 from collections.abc import Callable
@@ -12,6 +17,7 @@ import torch
 from torch import nn
 
 from gan.losses import gradient_penalty, interpolate, r1_penalty
+from gan.networks._layers import SplitBatchNorm2d
 
 
 def no_augment(images: torch.Tensor) -> torch.Tensor:
@@ -32,6 +38,11 @@ class Nets:
     class_counts: list[int] = field(default_factory=list)  # images per class: generation draws by them
     augment: Callable[[torch.Tensor], torch.Tensor] = no_augment  # DiffAugment on every input of D
     ema_rate: "EmaRate | None" = None  # G_ema's decay, read at each update
+    cudagraphs: bool = False  # train.compile=reduce-overhead on CUDA: each phase starts a CUDA graph step
+    d_batch_norms: list = field(init=False)  # D's SplitBatchNorm2d layers, told how many parts a call has
+
+    def __post_init__(self):
+        self.d_batch_norms = [m for m in self.D.modules() if isinstance(m, SplitBatchNorm2d)]
 
 
 class NonFiniteLoss(Exception):
@@ -54,9 +65,45 @@ def sample_z(n: int, z_dim: int, device) -> torch.Tensor:
     return torch.randn(n, z_dim, device=device)
 
 
-def run_D(nets: Nets, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """D's outputs on augmented images: real, generated and interpolated images all pass the same pipeline."""
-    return nets.D(nets.augment(images), labels)
+def compile_networks(mode: str, networks, device: torch.device, say=print) -> bool:
+    """train.compile: each network's forward compiled in place (nn.Module.compile), so the module, its
+    state_dict keys and DDP's wrapping stay as they are. True when the step runs CUDA graphs."""
+    if mode == "none":
+        return False
+    if mode == "reduce-overhead" and device.type != "cuda":
+        say(f"warning: train.compile=reduce-overhead captures CUDA graphs, which need a CUDA device; on "
+            f"{device.type} G and D are compiled with mode default")  # fmt: skip
+        mode = "default"
+    for network in networks:
+        network.compile(mode=mode)
+    return mode == "reduce-overhead"
+
+
+def start_phase(nets: Nets) -> None:
+    """Under CUDA graphs (reduce-overhead) a new step: the graphs may reuse the memory of the last phase's
+    outputs, none of which is kept past its phase (the logged values are computed from them eagerly)."""
+    if nets.cudagraphs:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def run_D(nets: Nets, parts: list[torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:
+    """D's outputs on each batch in `parts`, from one call of D on their concatenation.
+
+    Each part is augmented on its own first, so DiffAugment draws its random numbers as separate calls
+    did; real, generated and interpolated images all pass the same pipeline. Every part has the batch's
+    labels. A BatchNorm D normalises each part with that part's statistics (SplitBatchNorm2d).
+    """
+    images = [nets.augment(part) for part in parts]
+    if len(parts) == 1:
+        return [nets.D(images[0], labels)]
+    for norm in nets.d_batch_norms:
+        norm.splits = len(parts)
+    try:
+        logits = nets.D(torch.cat(images), labels.repeat(len(parts)))
+    finally:
+        for norm in nets.d_batch_norms:
+            norm.splits = 1
+    return list(logits.split([len(part) for part in parts]))
 
 
 def d_step(nets: Nets, loss_fn, real_img, labels, accelerator, d_steps_done: int = 0) -> dict:
@@ -67,13 +114,16 @@ def d_step(nets: Nets, loss_fn, real_img, labels, accelerator, d_steps_done: int
     """
     penalties = loss_fn.penalties
     r1_due, r2_due = penalties.r1_due(d_steps_done), penalties.r2_due(d_steps_done)
+    start_phase(nets)
     with torch.no_grad():  # no graph through G, and no DDP reducer armed for it
         gen_img = nets.G(sample_z(len(real_img), nets.z_dim, real_img.device), labels)
     # R1 and R2 differentiate D(x) w.r.t. x, real and generated
     real_img = real_img.detach().requires_grad_(r1_due)
     gen_img = gen_img.detach().requires_grad_(r2_due)
-    real_logits = run_D(nets, real_img, labels)
-    fake_logits = run_D(nets, gen_img, labels)
+    if r1_due == r2_due:
+        real_logits, fake_logits = run_D(nets, [real_img, gen_img], labels)
+    else:  # R1 or R2 alone: a call per half, so that its double backward covers its half only
+        (real_logits,), (fake_logits,) = run_D(nets, [real_img], labels), run_D(nets, [gen_img], labels)
     with accelerator.autocast():
         d_loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
     due = (r1_due, r2_due)
@@ -100,7 +150,11 @@ def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, fake_logit
     WGAN-GP: lambda * E[(|grad D(x_hat)| - 1)^2] on interpolates, every D step. Lazy R1 and R2:
     (gamma / 2) * k * E[|grad D(x)|^2] on the real batch (R1) and on the generated batch (R2) every
     k-th D step; `due` says which are due. All differentiate D(augment(x)) with respect to the
-    un-augmented x. Under DDP the penalty's forward runs through the DDP-wrapped D and its gradients
+    un-augmented x. R1 and R2 due together take both gradients in one autograd.grad through D's one
+    call: D's output on one image does not depend on the other images, so each gradient is the one its
+    half alone gives. The interpolates get a call of their own: in the real and generated batch's call
+    the penalty's double backward would run over three batches instead of one.
+    Under DDP the penalty's forward runs through the DDP-wrapped D and its gradients
     are taken with create_graph=True; the one backward of the D step then puts the penalty's
     gradient into .grad, where DDP averages it across processes.
     """
@@ -108,34 +162,39 @@ def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, fake_logit
     total, stats = real_logits.new_zeros(()), {}
     if penalties.gp_weight > 0:
         x_hat = interpolate(real_img.detach(), gen_img.detach()).requires_grad_(True)
-        gp = gradient_penalty(input_gradients(run_D(nets, x_hat, labels), x_hat, accelerator))
+        (x_hat_logits,) = run_D(nets, [x_hat], labels)
+        (grads,) = input_gradients([x_hat_logits], [x_hat], accelerator)
+        gp = gradient_penalty(grads)
         total = total + penalties.gp_weight * gp
         stats["penalty/gp"] = gp.detach()
-    if r1_due:
-        r1 = r1_penalty(input_gradients(real_logits, real_img, accelerator))
-        total = total + (penalties.r1_weight / 2 * penalties.r1_every) * r1
-        stats["penalty/r1"] = r1.detach()
-    if r2_due:
-        r2 = r1_penalty(input_gradients(fake_logits, gen_img, accelerator))
-        total = total + (penalties.r2_weight / 2 * penalties.r1_every) * r2
-        stats["penalty/r2"] = r2.detach()
+    due_pairs = [(name, logits, images, weight) for name, logits, images, weight, is_due in (
+        ("r1", real_logits, real_img, penalties.r1_weight, r1_due),
+        ("r2", fake_logits, gen_img, penalties.r2_weight, r2_due),
+    ) if is_due]  # fmt: skip
+    if due_pairs:
+        grads = input_gradients([p[1] for p in due_pairs], [p[2] for p in due_pairs], accelerator)
+        for (name, _, _, weight), grad in zip(due_pairs, grads, strict=True):
+            value = r1_penalty(grad)
+            total = total + (weight / 2 * penalties.r1_every) * value
+            stats[f"penalty/{name}"] = value.detach()
     return total, stats
 
 
-def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor, accelerator) -> torch.Tensor:
-    """d(sum of D's outputs)/d(inputs), keeping the graph so that a penalty on it trains D.
+def input_gradients(outputs: list[torch.Tensor], inputs: list[torch.Tensor], accelerator) -> tuple[torch.Tensor, ...]:
+    """d(sum of D's outputs)/d(each input), keeping the graph so that a penalty on it trains D.
 
     With a GradScaler (fp16) the outputs are scaled before autograd.grad and the gradients
     unscaled after, as the PyTorch AMP examples prescribe for gradient penalties: unscaled
     fp16 gradients could underflow to zero.
     """
     scaler = accelerator.scaler if accelerator is not None else None
-    total = outputs.float().sum()
+    total = sum(output.float().sum() for output in outputs)
     if scaler is not None:
         total = scaler.scale(total)
-    (grads,) = torch.autograd.grad(total, inputs, create_graph=True)
+    grads = torch.autograd.grad(total, inputs, create_graph=True)
     if scaler is not None:
-        grads = grads / scaler.get_scale()
+        scale = scaler.get_scale()
+        grads = tuple(grad / scale for grad in grads)
     return grads
 
 
@@ -144,19 +203,21 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator, real_img=N
 
     D's weights need no gradient here, and under DDP its forward runs in `no_sync`
     so D does not all-reduce gradients it will never use. A relativistic loss (loss_fn.g_needs_real)
-    compares with D's outputs on `real_img`, a real batch, constants for G.
+    compares with D's outputs on `real_img`, a real batch, constants for G, from the same call of D
+    as the generated batch's.
     """
+    start_phase(nets)
     nets.D.requires_grad_(False)
     try:
         gen_img = nets.G(sample_z(batch_size, nets.z_dim, labels.device), labels)
         with accelerator.no_sync(nets.D):
-            fake_logits = run_D(nets, gen_img, labels)
-            with accelerator.autocast():
-                if loss_fn.g_needs_real:
-                    with torch.no_grad():
-                        real_logits = run_D(nets, real_img, labels)
-                    g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.float())
-                else:
+            if loss_fn.g_needs_real:
+                fake_logits, real_logits = run_D(nets, [gen_img, real_img], labels)
+                with accelerator.autocast():
+                    g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.detach().float())
+            else:
+                (fake_logits,) = run_D(nets, [gen_img], labels)
+                with accelerator.autocast():
                     g_loss = loss_fn.g_loss(loss_fn.g_top_k(fake_logits.float()))
             nets.opt_G.zero_grad(set_to_none=True)
             accelerator.backward(g_loss)

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 
 from gan.augment import DiffAugment
 from gan.checkpoint import training as ckpt
+from gan.checkpoint import warm_start
+from gan.checkpoint.folders import list_checkpoints
 from gan.checkpoint.training import TrainState
 from gan.config import Config
 from gan.data import build_data, data_source, make_dataloader, place_data, to_float
@@ -31,7 +33,8 @@ from gan.pseudo_labels import check_clusters, class_counts, pseudo_label
 from gan.run_folder import RunFolder, open_run_dir
 from gan.samples import fixed_noise, generate_images, grid_image, save_grid
 from gan.schedule import Schedule
-from gan.steps import EmaRate, Nets, NonFiniteLoss, d_step, g_step, grad_norm, update_ema
+from gan.steps import EmaRate, Nets, NonFiniteLoss, compile_networks, d_step, g_step, grad_norm, update_ema
+from gan.trackers import accelerator_options
 from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
 
 
@@ -77,6 +80,7 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
         ema_rate = EmaRate(cfg.train.ema_decay, cfg.train.ema_rampup, cfg.train.ema_kimg, images_per_step)
         G_ema = AveragedModel(G, multi_avg_fn=ema_rate.avg_fn(), use_buffers=True)
         G_ema.requires_grad_(False)
+    cudagraphs = compile_networks(cfg.train.compile, (G, D), accelerator.device, accelerator.print)  # G_ema stays eager
     # fused: one kernel per parameter group on CPU and CUDA (docs/performance.md)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas), fused=True)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=tuple(cfg.optim.betas), fused=True)
@@ -85,7 +89,8 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
         G_ema.to(accelerator.device)
     z_dim = accelerator.unwrap_model(G).z_dim
     augment = DiffAugment(cfg.augment.policy, cfg.augment.p)
-    nets = Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes, augment=augment, ema_rate=ema_rate)
+    nets = Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes, augment=augment, ema_rate=ema_rate,
+                cudagraphs=cudagraphs)  # fmt: skip
     return nets, loader
 
 
@@ -102,10 +107,24 @@ def real_batches(loader, accelerator, batches_seen: int):
 # --------------------------------------------------------------------------- the loop
 
 
-def check_networks(cfg: Config, num_classes: int) -> None:
-    """Errors the networks raise (e.g. an image size they cannot produce), before any image is read."""
+def check_networks(cfg: Config, num_classes: int, run_dir: Path) -> None:
+    """Errors the networks raise (e.g. an image size they cannot produce), and a train.init_from whose
+    weights do not fit them, before any image is read. A run that has checkpoints resumes from its
+    own, so its init_from is not read."""
     with torch.random.fork_rng(devices=[]):  # building the networks here must not move the seeded RNG
-        build_networks(cfg, num_classes)
+        G, D = build_networks(cfg, num_classes)
+    if cfg.train.init_from and not list_checkpoints(run_dir):
+        warm_start.check(cfg.train.init_from, G, D)
+
+
+def check_accumulation(accelerator) -> None:
+    """Gradient accumulation is refused, not ignored: each D and G step takes one batch per process."""
+    steps = accelerator.gradient_accumulation_steps
+    if steps > 1:
+        raise GanError(f"gradient accumulation ({steps} steps, from accelerate launch --gradient_accumulation_steps "
+                       "or ACCELERATE_GRADIENT_ACCUMULATION_STEPS) is not supported: with BatchNorm in G and D, "
+                       "micro-batches are not one large batch; set it to 1 and raise train.batch_size, or add "
+                       "processes")  # fmt: skip
 
 
 def check_batch(cfg: Config, data, num_processes: int) -> None:
@@ -117,15 +136,16 @@ def check_batch(cfg: Config, data, num_processes: int) -> None:
 def train(cfg: Config, run_dir: Path) -> int:
     """Train until cfg.train.steps; returns the process exit code."""
     accelerator = Accelerator(
-        log_with="wandb",
+        **accelerator_options(cfg, run_dir),  # tracking.backend's tracker; TensorBoard writes into the run folder
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=True),
     )
+    check_accumulation(accelerator)
     set_seed(cfg.train.seed, device_specific=True)  # each process: seed + rank
     set_tf32(cfg.train.tf32)
     # before the run folder is touched: bad data leaves no trace
     check_resolution(cfg)  # from the networks' layouts: builds nothing, reads nothing
     source = data_source(cfg.data)
-    check_networks(cfg, cfg.data.pseudo_labels or source.num_classes)
+    check_networks(cfg, cfg.data.pseudo_labels or source.num_classes, run_dir)
     data = build_data(cfg, source, first=accelerator.local_main_process_first)  # says so if it prepares
     check_batch(cfg, data, accelerator.num_processes)
     check_clusters(cfg.data.pseudo_labels, len(data))
@@ -156,6 +176,10 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
     nets.class_counts = class_counts(data.labels, data.num_classes)
     loss_fn = build_loss(cfg)
     state = ckpt.resume(accelerator, run_dir, nets)
+    if state.step == 0 and cfg.train.init_from:
+        G, D = accelerator.unwrap_model(nets.G), accelerator.unwrap_model(nets.D)
+        source = warm_start.apply(cfg.train.init_from, G, D, nets.G_ema)
+        accelerator.print(f"train.init_from: G, D and G_ema start from {source} (fresh optimizers, step 0)")
     logger = RunLogger(accelerator, run_dir, cfg)
     means = WindowMeans(accelerator.device)
     sample_z, sample_labels = fixed_noise(cfg.train.num_samples, nets.z_dim, cfg.train.seed, data.num_classes)

@@ -31,6 +31,7 @@ class Case:
     message: str  # must appear in the error line
     data: str = "{empty}"  # what {data} stands for
     skip: str | None = None  # why the row cannot run here, if it cannot
+    env: dict | None = None  # environment variables the command gets besides base_env's
 
 
 def skip_as_root() -> str | None:
@@ -67,6 +68,13 @@ CASES = [
     Case("default_run_dir_of_a_path_like_preset", [*TRAIN, *TINY, "preset=../x"], "is not a plain name"),
     Case("train_more_clusters_than_images", [PYTHON, "train.py", "--config", "configs/selfcond_mnist.yaml", "--run-dir",
          "{new}", "data.limit=500", "data.pseudo_labels=1000"], "asks for more clusters than the data set has images (500)"),
+    Case("init_from_missing", [*TRAIN, "--run-dir", "{new}", *TINY, "train.init_from={new}-nowhere"],
+         "-nowhere' does not exist; give a run folder"),
+    Case("init_from_other_network", [*TRAIN, "--run-dir", "{new}", *TINY, "model.g_channels=16", "train.init_from={run}"],
+         "G.safetensors' does not fit the configured network"),
+    # `accelerate launch --gradient_accumulation_steps 4` sets this variable for its processes
+    Case("gradient_accumulation", [*TRAIN, "--run-dir", "{new}", *TINY], "gradient accumulation (4 steps",
+         env={"ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "4"}),
     Case("train_config_not_yaml", [PYTHON, "train.py", "--config", "{bad_yaml}", "--run-dir", "{new}"],
          "is not valid YAML"),
     Case("train_config_not_a_mapping", [PYTHON, "train.py", "--config", "{list_yaml}", "--run-dir", "{new}"],
@@ -150,12 +158,12 @@ def outcomes(dcgan_run, tmp_path_factory) -> dict:
         folder = root / case.name
         values = case_folder(folder, dcgan_run)
         values["data"] = case.data.format(**values)
-        jobs[case.name] = (fill(case.args, values), folder)
+        jobs[case.name] = (fill(case.args, values), folder, case.env or {})
 
     def run_one(name):
-        args, folder = jobs[name]
+        args, folder, env = jobs[name]
         before = folder_state(folder)
-        proc = run(args, env=base_env(ACCELERATE_USE_CPU="1"), timeout=300)
+        proc = run(args, env=base_env(ACCELERATE_USE_CPU="1", **env), timeout=300)
         return name, (proc, before, folder_state(folder), folder)
 
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:

@@ -74,7 +74,7 @@ def test_gradient_penalty_and_r1_match_the_hand_computation():
     w = [1.0, 2.0, 2.0, 0.0]  # |w| = 3
     D = LinearCritic(w)
     x = torch.randn(5, 1, 2, 2, requires_grad=True)
-    grads = input_gradients(D(x), x, NO_SCALER)
+    (grads,) = input_gradients([D(x)], [x], NO_SCALER)
     gp, r1 = gradient_penalty(grads), r1_penalty(grads)
     assert gp.item() == pytest.approx((3 - 1) ** 2)
     assert r1.item() == pytest.approx(3**2)
@@ -87,9 +87,9 @@ def test_gradients_under_a_grad_scaler_equal_the_unscaled_ones():
     # fp16's GradScaler scales the output before autograd.grad; input_gradients unscales (AMP docs).
     D = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     x = torch.randn(6, 1, 2, 2, requires_grad=True)
-    plain = input_gradients(D(x), x, NO_SCALER)
+    plain = input_gradients([D(x)], [x], NO_SCALER)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
-    scaled = input_gradients(D(x), x, SimpleNamespace(scaler=scaler))
+    scaled = input_gradients([D(x)], [x], SimpleNamespace(scaler=scaler))
     torch.testing.assert_close(scaled, plain)
 
 

@@ -4,7 +4,7 @@ Layout of `RUN_DIR/checkpoints/step-NNNNNNN/`:
   G.safetensors, D.safetensors, G_ema.safetensors  network weights (safetensors: no pickle)
   state.pt          step, data position, optimizers, scaler, EMA count, resolved config:
                     plain tensors and containers, read with torch.load(weights_only=True)
-  rng-rankR.pt      each process's torch RNG state
+  rng-rankR.pt      each process's torch RNG state, and its GPU's on a GPU
   meta.json         step, kimg and which files exist; written last
 
 Everything is written into `.tmp-step-NNNNNNN/` and renamed into place, so a crash leaves
@@ -17,6 +17,7 @@ Accelerate's `save_state` pickles RNG and sampler objects, so we do not use it h
   folders.py   names, listing, atomic saving, rotation, setting aside
   reading.py   safe, checked reading of each file; load_generator for generate and the evaluator
   training.py  save() and resume() of the training state, which the loop calls
+  warm_start.py  train.init_from: a new run starts from another run's weights
 """
 
 from gan.checkpoint.folders import (

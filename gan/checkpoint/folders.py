@@ -83,8 +83,13 @@ def begin_save(run_dir: Path, step: int) -> Path:
     return tmp
 
 
-def save_rng(tmp: Path, rank: int) -> None:
-    torch.save({"torch": torch.get_rng_state()}, tmp / f"rng-rank{rank}.pt")
+def save_rng(tmp: Path, rank: int, device: torch.device) -> None:
+    """This process's RNG states: the CPU generator's, and on a GPU its device's, which draws the noise
+    there. Nothing in training draws from numpy's or Python's global generators, so they are not kept."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    torch.save(states, tmp / f"rng-rank{rank}.pt")
 
 
 def finish_save(run_dir: Path, tmp: Path, step: int, networks: dict, state: dict, meta: dict) -> Path:

@@ -233,19 +233,27 @@ def _describe(value) -> str:
     return f"type {type(value).__name__}"
 
 
-def read_rng(path: Path, rank: int) -> torch.Tensor | None:
-    """This rank's torch RNG state, checked by setting it inside fork_rng (the caller's RNG is untouched);
-    None when the checkpoint has no file for this rank."""
+def read_rng(path: Path, rank: int, device: torch.device) -> dict | None:
+    """This rank's RNG states ({"torch": ..., and "cuda" when saved on a GPU}), each checked by setting
+    it inside fork_rng (the caller's RNG is untouched); None when the checkpoint has no file for this rank.
+    A GPU state is only used, and so only checked, when this process runs on a GPU too."""
     rng_file = Path(path) / f"rng-rank{rank}.pt"
     if not rng_file.exists():
         return None
     saved = load_plain(rng_file)
-    rng = saved.get("torch") if isinstance(saved, dict) else None
-    if not isinstance(rng, torch.Tensor):
+    states = {k: v for k, v in saved.items() if k in ("torch", "cuda")} if isinstance(saved, dict) else {}
+    if not isinstance(states.get("torch"), torch.Tensor):
         raise _bad(rng_file, "has no 'torch' RNG state")
+    if device.type != "cuda":
+        states.pop("cuda", None)
+    if not all(isinstance(state, torch.Tensor) for state in states.values()):
+        raise _bad(rng_file, "holds an RNG state that is not a tensor")
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(rng)
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()] if "cuda" in states else []
+        with torch.random.fork_rng(devices=gpus):
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states:
+                torch.cuda.set_rng_state(states["cuda"], device)
     except (RuntimeError, TypeError, ValueError) as err:
         raise _bad(rng_file, f"holds an RNG state torch refuses ({str(err).splitlines()[0][:80]})") from None
-    return rng
+    return states

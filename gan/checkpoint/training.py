@@ -41,7 +41,7 @@ def save(accelerator, run_dir: Path, cfg: Config, nets: Nets, state: TrainState,
         if accelerator.is_main_process:
             folders.begin_save(run_dir, state.step)
         accelerator.wait_for_everyone()
-        folders.save_rng(tmp, accelerator.process_index)
+        folders.save_rng(tmp, accelerator.process_index, accelerator.device)
     except OSError as err:
         error = f"{err.strerror or err}"
     accelerator.wait_for_everyone()
@@ -109,7 +109,7 @@ def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
         raise GanError(f"checkpoint file {str(state_file)!r} does not fit this run ({err})") from None
     state = TrainState(step=saved["step"], batches_seen=saved["batches_seen"], nonfinite_total=saved["nonfinite_total"])
     same_world = saved["num_processes"] == accelerator.num_processes
-    rng = reading.read_rng(path, accelerator.process_index) if same_world else None
+    rng = reading.read_rng(path, accelerator.process_index, accelerator.device) if same_world else None
     return {"modules": modules, "tensors": tensors, "saved": saved, "state": state, "rng": rng}
 
 
@@ -144,8 +144,11 @@ def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
         accelerator.scaler.load_state_dict(saved["scaler"])
     if nets.G_ema is not None:
         nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"].reshape(nets.G_ema.n_averaged.shape))
-    if loaded["rng"] is not None:
-        torch.set_rng_state(loaded["rng"])
+    rng = loaded["rng"]
+    if rng is not None:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
     return loaded["state"]
 
 

@@ -1,8 +1,9 @@
 """Layers shared by the network families: conditional BatchNorm, the projection head, D's norms, spectral norm."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
 
 from gan.errors import GanError
 
@@ -60,10 +61,25 @@ class Projection(nn.Module):
 
 
 
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d that, while `splits` > 1, normalises each of that many equal parts of its batch with
+    the part's own statistics and updates the running statistics once per part, in order: what as many
+    separate calls do. D's step sets it while D sees the real and the generated batch in one call
+    (gan.steps.run_D), so a BatchNorm D normalises each as it would alone. Buffers and state_dict keys
+    are nn.BatchNorm2d's."""
+
+    splits = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.splits == 1:
+            return super().forward(x)
+        return torch.cat([nn.BatchNorm2d.forward(self, part) for part in x.chunk(self.splits)])
+
+
 def d_norm(kind: str, channels: int) -> nn.Module:
     """D's normalisation: batch; layer (over C, H, W per image, as WGAN-GP recommends); none."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return SplitBatchNorm2d(channels)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     return nn.Identity()
@@ -79,11 +95,52 @@ def check_d_norm(model_cfg, supported: tuple[str, ...], default: str) -> str:
 
 
 SPECTRAL_NORM_LAYERS = (nn.Conv2d, nn.Linear, nn.Embedding)
+POWER_ITERATIONS_AT_INIT = 15  # as torch.nn.utils.parametrizations.spectral_norm
+
+
+class SpectralNorm(nn.Module):
+    """weight / sigma (Miyato et al. 2018), sigma = u^T W v from one power iteration per training forward,
+    W the weight as an (out, in * k * k) matrix.
+
+    torch.nn.utils.parametrizations.spectral_norm's math, random start and buffers, registered the same
+    way, so the state_dict keys are its keys (parametrizations.weight.original, ...weight.0._u, ._v) and
+    checkpoints of either load into the other. The one change: the power iteration writes u and v back
+    with copy_, a buffer update that torch.compile captures, where torch's writes with F.normalize(out=).
+    """
+
+    def __init__(self, weight: torch.Tensor, eps: float = 1e-12):
+        super().__init__()
+        self.eps = eps
+        matrix = weight.detach().flatten(1)
+        u = matrix.new_empty(matrix.shape[0]).normal_(0, 1)
+        v = matrix.new_empty(matrix.shape[1]).normal_(0, 1)
+        self.register_buffer("_u", F.normalize(u, dim=0, eps=eps))
+        self.register_buffer("_v", F.normalize(v, dim=0, eps=eps))
+        self._power_iteration(matrix, POWER_ITERATIONS_AT_INIT)
+
+    @torch.no_grad()
+    def _power_iteration(self, matrix: torch.Tensor, iterations: int) -> None:
+        u, v = self._u, self._v
+        for _ in range(iterations):
+            u = F.normalize(torch.mv(matrix, v), dim=0, eps=self.eps)
+            v = F.normalize(torch.mv(matrix.H, u), dim=0, eps=self.eps)
+        self._u.copy_(u)
+        self._v.copy_(v)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        matrix = weight.flatten(1)
+        if self.training:
+            self._power_iteration(matrix, 1)
+        # clones: a later forward updates u and v in place, and this one's backward still needs them
+        sigma = torch.vdot(self._u.clone(), torch.mv(matrix, self._v.clone()))
+        return weight / sigma
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        return value
 
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
-    """Spectral norm on every conv, linear and embedding weight: torch's parametrization, one power iteration per
-    training forward. Conv weights are normalised as (out, in * k * k) matrices, as in the paper."""
+    """Spectral norm (SpectralNorm) on every conv, linear and embedding weight."""
     for layer in [m for m in module.modules() if isinstance(m, SPECTRAL_NORM_LAYERS)]:
-        spectral_norm(layer)
+        parametrize.register_parametrization(layer, "weight", SpectralNorm(layer.weight))
     return module
