@@ -11,8 +11,7 @@ package runs it, the baseline of the study's rows; each field changes one thing:
 - adam: the optimizers rebuilt as torch.optim.Adam with torch's default implementation, or
   foreach=True, instead of build_nets's fused=True;
 - grad_norms_every_step: both gradient norms every step, averaged into the window means;
-- channels_last: G, D and G_ema in NHWC memory format;
-- running_means: RunningMeans below in place of gan.tracking.WindowMeans.
+- channels_last: G, D and G_ema in NHWC memory format.
 """
 
 import time
@@ -29,7 +28,6 @@ class Proposal:
     adam: str = "fused"  # a key of ADAM_ARGS; fused is what build_nets builds
     grad_norms_every_step: bool = False  # False: at the log steps only, as the loop does
     channels_last: bool = False
-    running_means: bool = False  # False: gan.tracking.WindowMeans
 
 
 def step_loop(cfg, steps: int, log_every: int, proposal: Proposal = Proposal()) -> list[tuple[float, float]]:
@@ -52,7 +50,7 @@ def step_loop(cfg, steps: int, log_every: int, proposal: Proposal = Proposal()) 
     nets, loader = build_nets(cfg, data.num_classes, accelerator, make_dataloader(data, cfg.train.batch_size))
     apply(proposal, nets, cfg, accelerator)
     loss_fn = build_loss(cfg)
-    means = (RunningMeans if proposal.running_means else WindowMeans)(accelerator.device)
+    means = WindowMeans(accelerator.device)
     batches = real_batches(loader, accelerator, batches_seen=0)
     sync = torch.cuda.synchronize if accelerator.device.type == "cuda" else (lambda: None)
     marks, batches_seen = [], 0
@@ -85,35 +83,3 @@ def apply(proposal: Proposal, nets, cfg, accelerator) -> None:
         G, D = accelerator.unwrap_model(nets.G), accelerator.unwrap_model(nets.D)
         nets.opt_G = accelerator.prepare(torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, **args))
         nets.opt_D = accelerator.prepare(torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, **args))
-
-
-class RunningMeans:
-    """Proposed gan.tracking.WindowMeans: the same interface and means, without torchmetrics.
-
-    A running sum per scalar (one tensor add per scalar and step, no host sync); compute() sums
-    across processes in one all-reduce and reads the sums once, where torchmetrics' MeanMetric
-    runs its Python update per scalar and step.
-    """
-
-    def __init__(self, device):
-        self.device = device
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-
-    def update(self, values: dict) -> None:
-        for name, value in values.items():
-            value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
-            self.counts[name] = self.counts.get(name, 0) + 1
-
-    def compute(self) -> dict[str, float]:
-        """Called on every process (one all-reduce under DDP); resets the window."""
-        names = sorted(self.sums)
-        totals = torch.stack([self.sums[name] for name in names])
-        world = 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(totals)
-            world = torch.distributed.get_world_size()
-        out = {name: total / (self.counts[name] * world) for name, total in zip(names, totals.tolist(), strict=True)}
-        self.sums, self.counts = {}, {}
-        return out

@@ -12,8 +12,8 @@ Sections, each measured side by side (candidates alternated A, B, A, B; best of 
 - study: the CPU optimisations (channels_last, torch.compile, bf16 autocast, foreach/fused Adam,
   zero_grad, .item(), DataLoader, threads) one at a time in the minimal loop on the vanilla and
   DCGAN networks, the winners together, bf16 / compile in our loop through Accelerate, and the
-  changes of bench/proposals.py (Adam's implementation, gradient norms every step, channels_last,
-  RunningMeans) in our step assembled from the package's pieces.
+  changes of bench/proposals.py (Adam's implementation, gradient norms every step, channels_last)
+  in our step assembled from the package's pieces.
 - evaluator: bench/bench_evaluate.py's measurement (the evaluator against torch-fidelity's raw
   Inception feature extraction of the same images).
 - --ddp N: `accelerate launch` with N CPU processes (gloo) against 1 process, same per-process batch.
@@ -188,7 +188,6 @@ def study(preset: str, flops: dict, peak: PeakMeter, cores: int) -> dict:
         "our step with Adam(foreach=True) (not fused)": Proposal(adam="foreach"),
         "our step + gradient norms every step": Proposal(grad_norms_every_step=True),
         "our step + channels_last networks": Proposal(channels_last=True),
-        "our step + RunningMeans for WindowMeans": Proposal(running_means=True),
     }
     if cfg.model.network == "mlp":
         del changes["our step + channels_last networks"]

@@ -37,7 +37,7 @@ from pathlib import Path
 STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONWARNINGS", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
                      "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TQDM_DISABLE")  # fmt: skip
 PRELOAD = ("torch", "torchvision", "accelerate", "numpy", "PIL.Image", "safetensors.torch", "yaml", "wandb",
-           "torchmetrics", "torch_fidelity", "gan.train_loop", "gan.evaluate_command", "gan.checkpoint",
+           "torch_fidelity", "gan.train_loop", "gan.evaluate_command", "gan.checkpoint",
            "gan.data", "gan.prepared", "gan.samples", "gan.evaluation.runner")  # fmt: skip
 MAX_REQUEST = 1 << 20
 
