@@ -269,8 +269,9 @@ def test_accelerate_config_file_and_mixed_precision(cluster, tmp_path_factory, b
     reference = tmp_path_factory.mktemp("runs") / "fp32"  # meanwhile, here: `python train.py` in fp32
     train("dcgan_mnist", reference, *args[4:])
 
-    log = job_log(sweep_root / "precision")
-    for record in cluster.wait(int(sweep["train_job"]), timeout_s=300):
+    records = cluster.wait(int(sweep["train_job"]), timeout_s=300)
+    log = job_log(sweep_root / "precision")  # read once the jobs have ended
+    for record in records:
         assert_completed(record, log)
     runs = {lr: sweep_root / "precision" / f"dcgan_mnist-lr_g={lr}" for lr in ("1e-4", "3e-4")}
     for lr, run_dir in runs.items():
