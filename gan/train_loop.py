@@ -186,8 +186,7 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
     batches = real_batches(loader, accelerator, state.batches_seen)
     images_per_step = cfg.train.batch_size * accelerator.num_processes
     schedule = Schedule(cfg, images_per_step)
-    progress = tqdm(total=cfg.train.steps, initial=state.step, disable=not accelerator.is_main_process,
-                    unit="step", dynamic_ncols=True)  # fmt: skip
+    progress = training_bar(cfg.train.steps, state.step, accelerator.is_main_process)
     window_start = time.perf_counter()
     exit_code = 0
 
@@ -246,6 +245,15 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
     logger.close()
     accelerator.wait_for_everyone()  # on a stop, no process exits before the W&B run is closed
     return exit_code
+
+
+def training_bar(steps: int, done: int, main: bool) -> tqdm:
+    """The progress bar, on the main process. TQDM_DISABLE=1 turns it off (tqdm reads TQDM_* for the
+    arguments not given here); into a file (a SLURM job log) it writes a line every 30 s, not every 0.1 s."""
+    if not main:
+        return tqdm(total=steps, initial=done, disable=True)
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=steps, initial=done, unit="step", dynamic_ncols=True, mininterval=interval)
 
 
 def check_replicas(accelerator, nets: Nets, run_dir: Path) -> None:
