@@ -5,7 +5,8 @@ never waits on the device except for the one finiteness check per optimizer step
 under fp16 with a gradient penalty, one read of the GradScaler's scale).
 
 Each network is called once per phase: D sees the real and the generated batch in one call, their
-concatenation (run_D), except where a penalty needs a call of its own (regularize); the outputs
+concatenation (run_D), except where a penalty is due (regularize) and rpgan's real batch in G's step
+outside CUDA graphs (g_step); the outputs
 equal separate calls' because every D here treats each image on its own, BatchNorm included
 (SplitBatchNorm2d normalises each part with its own statistics). docs/performance.md says why.
 """
@@ -120,9 +121,9 @@ def d_step(nets: Nets, loss_fn, real_img, labels, accelerator, d_steps_done: int
     # R1 and R2 differentiate D(x) w.r.t. x, real and generated
     real_img = real_img.detach().requires_grad_(r1_due)
     gen_img = gen_img.detach().requires_grad_(r2_due)
-    if r1_due == r2_due:
+    if not (r1_due or r2_due):
         real_logits, fake_logits = run_D(nets, [real_img, gen_img], labels)
-    else:  # R1 or R2 alone: a call per half, so that its double backward covers its half only
+    else:  # R1 or R2 due: a call per half, so that each double backward covers its half only
         (real_logits,), (fake_logits,) = run_D(nets, [real_img], labels), run_D(nets, [gen_img], labels)
     with accelerator.autocast():
         d_loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
@@ -150,10 +151,11 @@ def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, fake_logit
     WGAN-GP: lambda * E[(|grad D(x_hat)| - 1)^2] on interpolates, every D step. Lazy R1 and R2:
     (gamma / 2) * k * E[|grad D(x)|^2] on the real batch (R1) and on the generated batch (R2) every
     k-th D step; `due` says which are due. All differentiate D(augment(x)) with respect to the
-    un-augmented x. R1 and R2 due together take both gradients in one autograd.grad through D's one
-    call: D's output on one image does not depend on the other images, so each gradient is the one its
-    half alone gives. The interpolates get a call of their own: in the real and generated batch's call
-    the penalty's double backward would run over three batches instead of one.
+    un-augmented x. On a step where R1 or R2 is due, d_step calls D once per half, so that each
+    double backward covers its own half (one shared call measured 9% slower for R3GAN on a CPU); R1
+    and R2 due together take both gradients in one autograd.grad. The interpolates get a call of their
+    own: in the real and generated batch's call the penalty's double backward would run over three
+    batches instead of one.
     Under DDP the penalty's forward runs through the DDP-wrapped D and its gradients
     are taken with create_graph=True; the one backward of the D step then puts the penalty's
     gradient into .grad, where DDP averages it across processes.
@@ -211,8 +213,14 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator, real_img=N
     try:
         gen_img = nets.G(sample_z(batch_size, nets.z_dim, labels.device), labels)
         with accelerator.no_sync(nets.D):
-            if loss_fn.g_needs_real:
+            if loss_fn.g_needs_real and nets.cudagraphs:  # one call: a second replay would overwrite the first's outputs
                 fake_logits, real_logits = run_D(nets, [gen_img, real_img], labels)
+                with accelerator.autocast():
+                    g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.detach().float())
+            elif loss_fn.g_needs_real:  # the real half in a call without graph: no backward through it
+                (fake_logits,) = run_D(nets, [gen_img], labels)
+                with torch.no_grad():
+                    (real_logits,) = run_D(nets, [real_img], labels)
                 with accelerator.autocast():
                     g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.detach().float())
             else:
