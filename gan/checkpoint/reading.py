@@ -142,6 +142,11 @@ def generator_file(ckpt: Checkpoint) -> Path:
     return ema if "G_ema.safetensors" in ckpt.meta.get("files", []) or ema.exists() else ckpt.path / "G.safetensors"
 
 
+def network_files(ckpt: Checkpoint) -> dict[str, Path]:
+    """The weights files of G, D and G_ema (G_ema's is G's where the run kept none)."""
+    return {"G": ckpt.path / "G.safetensors", "D": ckpt.path / "D.safetensors", "G_ema": generator_file(ckpt)}
+
+
 def load_generator(path: Path, device="cpu"):
     """(G, config, checkpoint) from a run folder or a checkpoint folder; G_ema where there is one.
     Every file it reads is checked first; a bad one raises GanError naming it."""

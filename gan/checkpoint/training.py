@@ -95,9 +95,9 @@ def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
     """
     meta = reading.read_meta(path)
     modules = {"G": accelerator.unwrap_model(nets.G), "D": accelerator.unwrap_model(nets.D)}
-    files = {"G": path / "G.safetensors", "D": path / "D.safetensors"}
+    files = reading.network_files(meta)
     if nets.G_ema is not None:
-        modules["G_ema"], files["G_ema"] = nets.G_ema.module, reading.generator_file(meta)
+        modules["G_ema"] = nets.G_ema.module
     tensors = {name: reading.read_network(modules[name], files[name]) for name in modules}
     saved = reading.read_state(path, meta.step)
     state_file = path / "state.pt"

@@ -21,8 +21,7 @@ def read_weights(source: str, modules: dict[str, torch.nn.Module]) -> tuple[dict
     holds other networks raises GanError naming train.init_from and the file."""
     try:
         found = reading.resolve_checkpoint(Path(source))
-        files = {"G": found.path / "G.safetensors", "D": found.path / "D.safetensors",
-                 "G_ema": reading.generator_file(found)}  # fmt: skip
+        files = reading.network_files(found)
         return {name: reading.read_network(module, files[name]) for name, module in modules.items()}, found.path
     except GanError as err:
         raise GanError(f"train.init_from={source}: {err}") from None
