@@ -4,6 +4,7 @@ evaluator's Inception throughput and the FID drift TF32 brings. One script, for 
 python -m bench.gpu [--out bench/gpu_results.json] [--budget-s 400] [--batches 64,256] [--quick]
 python -m bench.gpu --compiled dcgan_cifar10:64:bf16:default,...   # compiled cells only (MODE: a torch.compile mode)
 python -m bench.gpu --readme   # rewrite docs/performance.md's GPU tables from the results file
+python -m bench.gpu --step --before DIR   # the step study, before and after the one-call step (bench/gpu_step.py)
 
 Sections, in the order they run (results are written after every measurement, so a run cut short
 keeps what it measured; the compile cells come last and stop at the budget):
@@ -194,21 +195,34 @@ def inception_features(extractor, batches, tf32: bool) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_results.json")
+    parser.add_argument("--out", type=Path, help="the results file (bench/gpu_results.json; --step: gpu_step_results.json)")
     parser.add_argument("--budget-s", type=float, default=400.0, help="start no compile cell after this")
     parser.add_argument("--quick", action="store_true", help="a few steps per cell: checks the script")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--compiled", help="only these compiled cells, in order: PRESET:BATCH:PRECISION:MODE,...")
     parser.add_argument("--readme", action="store_true", help="rewrite docs/performance.md's GPU tables from --out")
+    parser.add_argument("--step", action="store_true", help="only the step study (bench/gpu_step.py)")
+    parser.add_argument("--before", type=Path, help="--step: the tree of the commit before the one-call step")
     args = parser.parse_args()
     if args.readme:
         from bench.readme_gpu import update_gpu_section
 
-        update_gpu_section(json.loads(args.out.read_text()))
+        update_gpu_section(json.loads((args.out or ROOT / "bench" / "gpu_results.json").read_text()))
         return
     if DEVICE != "cuda" and not args.quick:
         raise SystemExit("error: python -m bench.gpu needs a CUDA GPU (on a CPU, --quick only checks the script)")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    if args.step:
+        from bench.gpu_step import run_study
+
+        if args.before is None:
+            raise SystemExit("error: --step needs --before DIR, the code of the commit before the one-call step")
+        peaks = matmul_peaks(8192 if DEVICE == "cuda" else 256)
+        flops = {p: count_step_flops(preset_config(p)) for p in PRESETS}
+        run_study(args.out or ROOT / "bench" / "gpu_step_results.json", args.before, args.budget_s, args.quick,
+                  peaks, flops, log)  # fmt: skip
+        return
+    args.out = args.out or ROOT / "bench" / "gpu_results.json"
     start = time.perf_counter()
     res = Results(args.out)
     res.data["peak"] = peaks = matmul_peaks(8192 if DEVICE == "cuda" else 256)
