@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="rewrite docs/performance.md's GPU tables from --out")
     parser.add_argument("--step", action="store_true", help="only the step study (bench/gpu_step.py)")
     parser.add_argument("--before", type=Path, help="--step: the tree of the commit before the one-call step")
+    parser.add_argument("--cells", help="--step: only these cells, CODE:PRESET:BATCH:PRECISION:MODE[:profile],...")
     args = parser.parse_args()
     if args.readme:
         from bench.readme_gpu import update_gpu_section
@@ -220,7 +221,7 @@ def main() -> None:
         peaks = matmul_peaks(8192 if DEVICE == "cuda" else 256)
         flops = {p: count_step_flops(preset_config(p)) for p in PRESETS}
         run_study(args.out or ROOT / "bench" / "gpu_step_results.json", args.before, args.budget_s, args.quick,
-                  peaks, flops, log)  # fmt: skip
+                  peaks, flops, log, args.cells)  # fmt: skip
         return
     args.out = args.out or ROOT / "bench" / "gpu_results.json"
     start = time.perf_counter()

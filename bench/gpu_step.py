@@ -78,6 +78,8 @@ if spec["trace"]:
     with profile(activities=activities) as prof:
         result = run()
     prof.export_chrome_trace(spec["trace"])
+    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:20]
+    result["host_top"] = [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in top]  # name, self CPU ms, calls
 else:
     result = run()
 result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
@@ -136,7 +138,8 @@ def busy_share(trace: Path, n_critic: int) -> dict:
             "gpu_events_per_g_step": kernels / g_steps}  # fmt: skip
 
 
-def run_study(out: Path, before: Path, budget_s: float, quick: bool, peaks: dict, flops: dict, log) -> dict:
+def run_study(out: Path, before: Path, budget_s: float, quick: bool, peaks: dict, flops: dict, log,
+              only: str | None = None) -> dict:  # fmt: skip
     from bench.training import preset_config
 
     if not (before / "bench" / "training.py").is_file():
@@ -144,7 +147,8 @@ def run_study(out: Path, before: Path, budget_s: float, quick: bool, peaks: dict
     data = {"peak": peaks, "flops": flops, "cells": [], "notes": []}
     n_critic = {p: preset_config(p).train.n_critic for p in STEPS}
     start = time.perf_counter()
-    for cell in plan():
+    cells = plan() if only is None else [parse_cell(spec) for spec in only.split(",")]
+    for cell in cells:
         left = budget_s - (time.perf_counter() - start)
         if left <= 0:
             data["notes"].append(f"budget spent: {cell} not run")
@@ -163,6 +167,12 @@ def run_study(out: Path, before: Path, budget_s: float, quick: bool, peaks: dict
     return data
 
 
+def parse_cell(spec: str) -> Cell:
+    """CODE:PRESET:BATCH:PRECISION:MODE[:profile], as in `--cells after:sngan_cifar10:256:bf16:none`."""
+    code, preset, batch, precision, mode, *profile = spec.split(":")
+    return Cell(code, preset, int(batch), precision, mode, profile == ["profile"])
+
+
 def summary(c: dict) -> str:
     text = f"{c['code']:6} {c['preset']} b{c['batch']} {c['precision']} {c['mode']}{' profiled' if c['profile'] else ''}: "
     if "error" in c:
@@ -172,6 +182,7 @@ def summary(c: dict) -> str:
             return text + c["profile_error"]
         return text + (f"GPU busy {c['gpu_busy']:.1%}, host {c['host_share']:.1%}, "
                        f"{c['profiled_ms_per_g_step']:.2f} ms/G step profiled, {c['gpu_ms_per_g_step']:.2f} ms on GPU, "
-                       f"{c['gpu_events_per_g_step']:.0f} GPU events/G step ({c['wall_s']:.0f} s)")  # fmt: skip
+                       f"{c['gpu_events_per_g_step']:.0f} GPU events/G step ({c['wall_s']:.0f} s); most host time: "
+                       + ", ".join(f"{name} {ms:.0f} ms/{calls}" for name, ms, calls in c["host_top"][:6]))  # fmt: skip
     return text + (f"{c.get('steady_img_per_s', float('nan')):,.0f} img/s steady, "
                    f"MFU {c.get('mfu_measured_peak', float('nan')):.1%}, {c['peak_mem_gib']:.2f} GiB ({c['wall_s']:.0f} s)")  # fmt: skip
