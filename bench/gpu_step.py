@@ -186,3 +186,24 @@ def summary(c: dict) -> str:
                        + ", ".join(f"{name} {ms:.0f} ms/{calls}" for name, ms, calls in c["host_top"][:6]))  # fmt: skip
     return text + (f"{c.get('steady_img_per_s', float('nan')):,.0f} img/s steady, "
                    f"MFU {c.get('mfu_measured_peak', float('nan')):.1%}, {c['peak_mem_gib']:.2f} GiB ({c['wall_s']:.0f} s)")  # fmt: skip
+
+
+def table(data: dict) -> str:
+    """The study's results as Markdown: img/s of each cell, and the profiled cells' shares."""
+    rows = ["| preset | batch | precision | code | train.compile | img/s | MFU | GPU busy (profiled) | GPU ms / G step |",
+            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    cells = sorted(data["cells"], key=lambda c: (c["preset"], c["batch"], c["precision"], c["code"] == "after",
+                                                 ("none", "default", "reduce-overhead").index(c["mode"]), c["profile"]))  # fmt: skip
+    for c in cells:
+        if "error" in c:
+            measured = f"failed: {c['error'][:60]} | | |"
+        elif c["profile"]:
+            measured = f"(profiled) | | {c['gpu_busy']:.1%} | {c['gpu_ms_per_g_step']:.2f}"
+        else:
+            measured = f"{c['steady_img_per_s']:,.0f} | {c['mfu_measured_peak']:.1%} | |"
+        rows.append(f"| {c['preset']} | {c['batch']} | {c['precision']} | {c['code']} | {c['mode']} | {measured} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "bench" / "gpu_step_results.json").read_text())))
