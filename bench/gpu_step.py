@@ -127,11 +127,11 @@ def busy_share(trace: Path, n_critic: int) -> dict:
     t0, t1 = ends[len(ends) // 4], ends[-1]
     busy, reach, kernels = 0.0, t0, 0
     for start, end in gpu:
+        kernels += t0 <= start < t1
         start, end = max(start, reach), min(end, t1)
         if end > start:
             busy += end - start
             reach = end
-        kernels += t0 <= start < t1
     g_steps = (len(ends) - 1 - len(ends) // 4) / (n_critic + 1)
     return {"gpu_busy": busy / (t1 - t0), "host_share": 1 - busy / (t1 - t0),
             "profiled_ms_per_g_step": (t1 - t0) / 1e3 / g_steps, "gpu_ms_per_g_step": busy / 1e3 / g_steps,
