@@ -1,6 +1,8 @@
 """The GPU step study (issue #19): our loop before and after the one-call step, eager and compiled.
 
-python -m bench.gpu --step --before DIR [--out bench/gpu_step_results.json] [--budget-s 430] [--quick]
+python -m bench.gpu --step --before DIR [--out bench/gpu_step_results.json] [--budget-s 400] [--quick]
+                     [--cells CODE:PRESET:BATCH:PRECISION:MODE[:profile],...]
+python -m bench.gpu_step [RESULTS.json]   # the results as a Markdown table (docs/performance.md)
 
 DIR holds the code of the commit before the one-call step (`git archive 69acbe2 | tar -x -C DIR`).
 Each cell is one training run of dcgan_cifar10 or sngan_cifar10 (bench.training.ours, W&B off,
