@@ -7,8 +7,8 @@ python -m bench.gpu_step [RESULTS.json]   # the results as a Markdown table (doc
 DIR holds the code of the commit before the one-call step (`git archive 69acbe2 | tar -x -C DIR`).
 Each cell is one training run of dcgan_cifar10 or sngan_cifar10 (bench.training.ours, W&B off,
 the embedded digits at 32 px RGB, data on the GPU) in a fresh Python process, with the code of this
-tree ("after") or of DIR ("before"): no compile cache, dynamo or Accelerate state crosses cells, and
-a cell that fails is recorded and the study goes on. "after" compiles with `train.compile=MODE`;
+tree ("after") or of DIR ("before"): no dynamo or Accelerate state crosses cells (inductor's cache on
+disk may), and a cell that fails is recorded and the study goes on. "after" compiles with `train.compile=MODE`;
 "before" had no such key and runs eager only. Cells run in order of priority and none starts after
 the budget, so a short lease measures the issue's targets first.
 
