@@ -205,22 +205,21 @@ def g_step(nets: Nets, loss_fn, batch_size: int, labels, accelerator, real_img=N
 
     D's weights need no gradient here, and under DDP its forward runs in `no_sync`
     so D does not all-reduce gradients it will never use. A relativistic loss (loss_fn.g_needs_real)
-    compares with D's outputs on `real_img`, a real batch, constants for G, from the same call of D
-    as the generated batch's.
+    compares with D's outputs on `real_img`, a real batch, constants for G: from the generated batch's
+    call of D under CUDA graphs, else from a call of its own without autograd graph.
     """
     start_phase(nets)
     nets.D.requires_grad_(False)
     try:
         gen_img = nets.G(sample_z(batch_size, nets.z_dim, labels.device), labels)
         with accelerator.no_sync(nets.D):
-            if loss_fn.g_needs_real and nets.cudagraphs:  # one call: a second replay would overwrite the first's outputs
-                fake_logits, real_logits = run_D(nets, [gen_img, real_img], labels)
-                with accelerator.autocast():
-                    g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.detach().float())
-            elif loss_fn.g_needs_real:  # the real half in a call without graph: no backward through it
-                (fake_logits,) = run_D(nets, [gen_img], labels)
-                with torch.no_grad():
-                    (real_logits,) = run_D(nets, [real_img], labels)
+            if loss_fn.g_needs_real:
+                if nets.cudagraphs:  # one call: a second replay would overwrite the first's outputs
+                    fake_logits, real_logits = run_D(nets, [gen_img, real_img], labels)
+                else:  # the real half in a call without graph: no backward through it
+                    (fake_logits,) = run_D(nets, [gen_img], labels)
+                    with torch.no_grad():
+                        (real_logits,) = run_D(nets, [real_img], labels)
                 with accelerator.autocast():
                     g_loss = loss_fn.g_loss(fake_logits.float(), real_logits.detach().float())
             else:
