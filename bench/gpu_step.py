@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.training import ROOT
+from gan.files import write_atomic
 
 STEPS = {"dcgan_cifar10": (400, 100), "sngan_cifar10": (80, 20)}  # G steps, log window (the first is warm-up)
 PROFILED_STEPS = {"dcgan_cifar10": (120, 30), "sngan_cifar10": (24, 6)}
@@ -146,6 +147,8 @@ def run_study(out: Path, before: Path, budget_s: float, quick: bool, peaks: dict
 
     if not (before / "bench" / "training.py").is_file():
         raise SystemExit(f"error: --before {before}: no bench/training.py there (git archive 69acbe2 | tar -x -C DIR)")
+    if out.exists() and not is_results(out):  # rewrite an earlier study's file, never another file
+        raise SystemExit(f"error: --out {out} exists and is not a results file of python -m bench.gpu --step")
     data = {"peak": peaks, "flops": flops, "cells": [], "notes": []}
     n_critic = {p: preset_config(p).train.n_critic for p in STEPS}
     start = time.perf_counter()
@@ -161,18 +164,31 @@ def run_study(out: Path, before: Path, budget_s: float, quick: bool, peaks: dict
             result |= {"mfu_measured_peak": achieved / peaks[cell.precision]}
         data["cells"].append(asdict(cell) | result)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
+        write_atomic(out, json.dumps(data, indent=1) + "\n")  # a kill mid-study keeps the cells before
         log(summary(data["cells"][-1]))
     data["total_s"] = time.perf_counter() - start
-    out.write_text(json.dumps(data, indent=1) + "\n")
+    write_atomic(out, json.dumps(data, indent=1) + "\n")
     log("\n".join(summary(c) for c in data["cells"]))
     return data
 
 
+def is_results(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()).get("cells"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def parse_cell(spec: str) -> Cell:
     """CODE:PRESET:BATCH:PRECISION:MODE[:profile], as in `--cells after:sngan_cifar10:256:bf16:none`."""
-    code, preset, batch, precision, mode, *profile = spec.split(":")
-    return Cell(code, preset, int(batch), precision, mode, profile == ["profile"])
+    parts = spec.split(":")
+    ok = len(parts) in (5, 6) and parts[0] in ("after", "before") and parts[1] in STEPS and parts[2].isdigit()
+    ok = ok and parts[3] in ("bf16", "fp32-tf32") and parts[4] in ("none", "default", "reduce-overhead")
+    if not ok or parts[5:] not in ([], ["profile"]) or (parts[0] == "before" and parts[4] != "none"):
+        raise SystemExit(f"error: --cells {spec!r}: expected CODE:PRESET:BATCH:PRECISION:MODE[:profile] with CODE "
+                         f"after|before, PRESET {'|'.join(STEPS)}, PRECISION bf16|fp32-tf32, MODE "
+                         "none|default|reduce-overhead (before: none)")  # fmt: skip
+    return Cell(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5:] == ["profile"])
 
 
 def summary(c: dict) -> str:
@@ -208,4 +224,8 @@ def table(data: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(table(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "bench" / "gpu_step_results.json").read_text())))
+    results = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "bench" / "gpu_step_results.json")
+    try:
+        print(table(json.loads(results.read_text())))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"error: {results}: not a results file of python -m bench.gpu --step ({err!r:.120})") from None
