@@ -14,6 +14,8 @@ DIR/tensorboard/       with tracking.backend=tensorboard: the event files of tra
                        config as hparams in train/<time>/) and of the evaluator (evaluate/)
 DIR/metrics.jsonl      the evaluator's numbers, one line per checkpoint; DIR/best.json the best,
                        a checkpoint rotation keeps (DIR/.best.lock orders the two: best_lock)
+DIR/.eval.lock         held by the evaluator scoring a checkpoint, so two evaluators of one run take
+                       turns and never score a checkpoint twice (eval_lock)
 
 A --run-dir that exists must be empty (but for SLURM's slurm-*.out job logs) or a run folder: one
 with the marker, or (runs made before the marker) a config.yaml that reads as our config. Any other
@@ -65,6 +67,7 @@ class RunFolder:
     metrics = property(lambda self: self.root / "metrics.jsonl")
     best = property(lambda self: self.root / "best.json")
     best_lock = property(lambda self: self.root / ".best.lock")
+    eval_lock = property(lambda self: self.root / ".eval.lock")
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / step_name(step)
@@ -150,6 +153,24 @@ def best_lock(run_dir: Path):
     fd = os.open(RunFolder(run_dir).best_lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
+@contextlib.contextmanager
+def eval_lock(run_dir: Path, say=print):
+    """An exclusive flock on DIR/.eval.lock, held by an evaluator while it scores one checkpoint: a
+    second evaluator of the run (--watch beside a SLURM evaluation, say) waits, saying so once, and
+    then finds that checkpoint's record instead of scoring it again. Dropped by the kernel when the
+    holder dies."""
+    fd = os.open(RunFolder(run_dir).eval_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"another evaluator is scoring a checkpoint of {str(run_dir)!r}; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # drops the flock

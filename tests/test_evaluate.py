@@ -4,6 +4,7 @@ watch mode beside training, and bad input. 16 generated and 16 real images per c
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -229,6 +230,30 @@ def test_watch_stops_on_ctrl_c(evaluated, cache, tmp_path):
         watcher.kill()
     assert watcher.returncode == 0, out + err
     assert "stopped (Ctrl-C)" in out and "Traceback" not in err
+
+
+def test_a_second_evaluator_of_the_run_waits_and_never_scores_a_checkpoint_twice(evaluated, cache, tmp_path):
+    """While DIR/.eval.lock is held (another evaluator scoring step 6), a second one says it waits; the
+    holder records step 6 and lets go, and the second finds that record instead of scoring it again."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated[0], run_dir)
+    step3, step6 = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text(step3 + "\n")  # step 6 not yet recorded
+    holder = os.open(run_dir / ".eval.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    second = subprocess.Popen([PYTHON, "evaluate.py", run_dir, *SMALL], cwd=ROOT, env=eval_env(cache),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert any("another evaluator is scoring" in line for line in second.stderr), "the second never waited"
+        with open(run_dir / "metrics.jsonl", "a") as f:  # the holder's record of step 6
+            f.write(step6 + "\n")
+        os.close(holder)
+        out, err = second.communicate(timeout=300)
+    finally:
+        second.kill()
+    assert second.returncode == 0, out + err
+    assert (run_dir / "metrics.jsonl").read_text().splitlines() == [step3, step6]
+    assert "nothing new to evaluate" in out
 
 
 # --------------------------------------------------------------------------- results files

@@ -6,6 +6,7 @@ main process and broadcast, so all processes evaluate the same checkpoints in th
 each process generates and extracts its share of the images (see features.py).
 """
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -38,7 +39,7 @@ from gan.evaluation.metrics import (
 from gan.evaluation.real_stats import RealStats, real_images, real_stats
 from gan.evaluation.reference import TRAIN, Reference, load_npz, reference_config, registered_images
 from gan.evaluation.tracking import EvalLogger
-from gan.run_folder import RunFolder, stored_config
+from gan.run_folder import RunFolder, eval_lock, stored_config
 from gan.samples import sample_latents
 from gan.trackers import accelerator_options
 
@@ -141,6 +142,22 @@ def pending(opts: EvalOptions, settings: dict, skipped) -> tuple[list[tuple[int,
                            f"in {str(opts.run_dir / 'checkpoints')!r}; complete: {have}")  # fmt: skip
     done = results.evaluated_steps(results.read_records(opts.run_dir), settings)
     return [(s, p) for s, p in chosen if s not in done and s not in skipped], finished
+
+
+@contextlib.contextmanager
+def evaluation_turn(accelerator, run_dir: Path, say):
+    """The main process holds the run's eval_lock while every process scores one checkpoint; the
+    others wait for its decision (scored_meanwhile) in the broadcast that follows."""
+    if not accelerator.is_main_process:
+        yield
+        return
+    with eval_lock(run_dir, say=lambda text: say(text, file=sys.stderr)):
+        yield
+
+
+def scored_meanwhile(run_dir: Path, step: int, settings: dict) -> bool:
+    """Whether another evaluator recorded this checkpoint with these settings after it was listed."""
+    return step in results.evaluated_steps(results.read_records(run_dir), settings)
 
 
 def check_architecture(ckpt_cfg: Config, run_cfg: Config, path: Path) -> None:
@@ -351,10 +368,13 @@ def evaluate_run(opts: EvalOptions, cfg: Config, accelerator) -> int:
         while True:
             todo, finished = on_main(accelerator, lambda: pending(opts, settings.as_dict(), evaluator.skipped))
             for step, path in todo:
-                record = evaluator.evaluate(step, path)
-                if record is not None:
-                    evaluator.report(record)
-                    evaluated += 1
+                with evaluation_turn(accelerator, opts.run_dir, evaluator.print):
+                    if on_main(accelerator, lambda step=step: scored_meanwhile(opts.run_dir, step, settings.as_dict())):
+                        continue
+                    record = evaluator.evaluate(step, path)
+                    if record is not None:
+                        evaluator.report(record)
+                        evaluated += 1
             if not opts.watch or finished:  # finished was read before listing: nothing can follow
                 break
             time.sleep(opts.poll_seconds)
