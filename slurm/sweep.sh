@@ -18,6 +18,11 @@
 # task is preempted and requeued like a single training job. Resources, ACCELERATE_CONFIG_FILE and
 # MIXED_PRECISION come from environment variables: see slurm/common.sh. Prints train_job=,
 # eval_job= and tasks= lines. SWEEP_ROOT (default runs) is where the NAME folder goes.
+#
+# --local runs the same tasks on this machine instead, without SLURM: --max-parallel at a time
+# (default 1), each `python train.py` in one process and then, with --evaluate, `python evaluate.py`;
+# a task's output goes to runs/NAME/local-I.out. It prints a line per task as it ends and exits 1
+# when any task failed. Set OMP_NUM_THREADS (CPU) or CUDA_VISIBLE_DEVICES for what each task gets.
 
 set -euo pipefail
 # shellcheck source=slurm/common.sh
@@ -65,7 +70,60 @@ for line in sys.stdin:
 ' || exit 2
 }
 
-group="" seeds="" max_parallel="" evaluate=0 eval_args="--metrics fid,kid"
+# Task $1 of the sweep on this machine: train, then evaluate; one line when it ends; its exit status.
+run_task() {
+    local i=$1 status=0 task
+    read -r -a task <<<"${lines[i]}"
+    local log=$sweep_dir/local-$i.out
+    "$python" train.py --run-dir "${task[0]}" "${task[@]:1}" >"$log" 2>&1 || status=$?
+    if ((status == 0 && evaluate)); then
+        "$python" evaluate.py "${task[0]}" "${evaluate_args[@]}" >>"$log" 2>&1 || status=$?
+    fi
+    if ((status)); then
+        echo "task $i ${task[0]}: failed (exit $status), see $log"
+        echo "$i" >>"$failures"
+    else
+        echo "task $i ${task[0]}: done"
+    fi
+    return "$status"
+}
+
+# Ctrl-C or SIGTERM on --local: each running training gets SIGTERM, checkpoints and exits; the
+# sweep then stops. A task resumes with its line of tasks.txt: python train.py --run-dir LINE...
+stop_tasks() {
+    local pid
+    for pid in $(jobs -p); do
+        pkill -TERM -P "$pid" 2>/dev/null || true
+    done
+    wait
+    echo "error: stopped; the running tasks checkpointed (resume one: python train.py --run-dir <its line of $tasks>)" >&2
+    exit 130
+}
+
+# --local: every task on this machine, --max-parallel at a time; exit 1 when any failed.
+run_locally() {
+    python=${VENV:-$GAN_ROOT/.venv}/bin/python
+    [[ -x $python ]] || python=$(command -v python3) || die "no Python to run the tasks with"
+    [[ -n ${MIXED_PRECISION:-} ]] && export ACCELERATE_MIXED_PRECISION=$MIXED_PRECISION
+    read -r -a evaluate_args <<<"$eval_args"
+    failures=$(mktemp)
+    trap 'rm -f "$failures"' EXIT
+    trap stop_tasks INT TERM
+    echo "tasks=$tasks (running here, ${max_parallel:-1} at a time)"
+    local i
+    for ((i = 0; i < count; i++)); do
+        while (($(jobs -rp | wc -l) >= ${max_parallel:-1})); do
+            wait -n || true
+        done
+        run_task "$i" &
+    done
+    wait
+    local failed
+    failed=$(wc -l <"$failures")
+    ((failed == 0)) || { echo "error: $failed of $count task(s) failed (listed above)" >&2; exit 1; }
+}
+
+group="" seeds="" max_parallel="" evaluate=0 eval_args="--metrics fid,kid" here=0
 configs=() set_keys=() set_values=()
 while (($#)); do
     case $1 in
@@ -90,8 +148,9 @@ while (($#)); do
             shift ;;
         --max-parallel) max_parallel=${2:?--max-parallel needs a number}; shift ;;
         --evaluate) evaluate=1 ;;
+        --local) here=1 ;;
         --eval-args) eval_args=${2:?--eval-args needs a value}; shift ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see slurm/sweep.sh --help)" ;;
         *) break ;;
     esac
@@ -161,6 +220,10 @@ mkdir -p "$sweep_dir" 2>/dev/null || die "cannot create the sweep folder $sweep_
 (set -o noclobber && printf '%s\n' "${lines[@]}" >"$tasks") 2>/dev/null ||
     die "$tasks cannot be created (another sweep $group was just submitted, or the folder is not writable)"
 count=${#lines[@]}
+if ((here)); then
+    run_locally
+    exit
+fi
 array=0-$((count - 1))${max_parallel:+%$max_parallel}
 
 train_options
