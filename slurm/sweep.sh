@@ -79,12 +79,12 @@ run_task() {
     if ((status == 0 && evaluate)); then
         "$python" evaluate.py "${task[0]}" "${evaluate_args[@]}" >>"$log" 2>&1 || status=$?
     fi
-    if ((status)); then
-        echo "task $i ${task[0]}: failed (exit $status), see $log"
-        echo "$i" >>"$failures"
-    else
-        echo "task $i ${task[0]}: done"
-    fi
+    case $status in
+        0) echo "task $i ${task[0]}: done" ;;
+        75) echo "task $i ${task[0]}: stopped at a checkpoint (exit 75), see $log" ;;
+        *) echo "task $i ${task[0]}: failed (exit $status), see $log" ;;
+    esac
+    ((status == 0)) || echo "$i" >>"$failures"
     return "$status"
 }
 

@@ -1,7 +1,9 @@
 """slurm/sweep.sh --local: a sweep's grid trained and evaluated on this machine, without SLURM."""
 
 import json
+import signal
 import subprocess
+import time
 
 from helpers import ROOT, TINY, base_env
 
@@ -36,3 +38,26 @@ def test_a_local_sweep_trains_and_evaluates_each_task_and_names_the_failed_ones(
         assert [r["step"] for r in records] == [3, 6] and all(r["kid_mean"] is not None for r in records)
         config = (run_dir / "config.yaml").read_text()
         assert f"seed: {i % 2}" in config and "group: g" in config
+
+
+def test_sigterm_stops_a_local_sweep_after_its_trainings_checkpoint(tmp_path):
+    env = base_env(SWEEP_ROOT=str(tmp_path), GAN_OFFLINE="1", ACCELERATE_USE_CPU="1")
+    sweep = subprocess.Popen(
+        ["bash", "slurm/sweep.sh", "--local", "--group", "g", "--config", "configs/dcgan_mnist.yaml", "--seeds", "0",
+         *TINY, "train.steps=100000"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dir = tmp_path / "g" / "dcgan_mnist-seed0"
+    try:
+        deadline = time.monotonic() + 300
+        while not list((run_dir / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
+            time.sleep(0.5)  # training has started once its first checkpoint is there
+        sweep.send_signal(signal.SIGTERM)
+        out, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, out + err
+    assert f"task 0 {run_dir}: stopped at a checkpoint (exit 75)" in out
+    assert "error: stopped; the running tasks checkpointed" in err
+    assert "SIGTERM: checkpoint written at step" in (tmp_path / "g" / "local-0.out").read_text()
+    assert not (run_dir / "FINISHED").exists()
