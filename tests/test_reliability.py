@@ -219,7 +219,9 @@ def test_evaluate_refuses_hostile_and_corrupt_checkpoints_by_name(four_checkpoin
     assert re.search(r"step 6: .*G_ema.safetensors.* is not a valid safetensors file", line), line
     assert re.search(r"step 8: .*state.pt.* pickle payload.* refused", line), line
     assert not marker.exists()
-    assert snapshot(run_dir) == before
+    after = snapshot(run_dir)
+    assert after.pop(".eval.lock", (0,))[0] == 0  # evaluators' empty lock file (run_folder.eval_lock)
+    assert after == before
 
 
 # --------------------------------------------------------------------------- non-finite losses
