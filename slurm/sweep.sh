@@ -48,11 +48,18 @@ split_values() {
     into+=("$value")
 }
 
+# The package's Python: $VENV's (default .venv), else python3 on PATH, else nothing.
+package_python() {
+    local python=${VENV:-$GAN_ROOT/.venv}/bin/python
+    [[ -x $python ]] || python=$(command -v python3 || true)
+    echo "$python"
+}
+
 # Each task's config and overrides as train.py would read them, before anything is submitted: a bad key
 # or value is one line here, not a failure in every queued task. Without the package's Python, a warning.
 check_tasks() {
-    local python=${VENV:-$GAN_ROOT/.venv}/bin/python
-    [[ -x $python ]] || python=$(command -v python3 || true)
+    local python
+    python=$(package_python)
     if [[ -z $python ]] || ! "$python" -c "import gan.config" 2>/dev/null; then
         warn "the tasks' settings are not checked here (no Python that imports gan.config); a bad key fails the tasks"
         return 0
@@ -102,8 +109,8 @@ stop_tasks() {
 
 # --local: every task on this machine, --max-parallel at a time; exit 1 when any failed.
 run_locally() {
-    python=${VENV:-$GAN_ROOT/.venv}/bin/python
-    [[ -x $python ]] || python=$(command -v python3) || die "no Python to run the tasks with"
+    python=$(package_python)
+    [[ -n $python ]] || die "no Python to run the tasks with (make .venv, or set VENV)"
     [[ -n ${MIXED_PRECISION:-} ]] && export ACCELERATE_MIXED_PRECISION=$MIXED_PRECISION
     read -r -a evaluate_args <<<"$eval_args"
     failures=$(mktemp)
