@@ -145,12 +145,20 @@ def _reads_as_config(path: Path) -> bool:
     return bool(data) and set(data) <= {f.name for f in dataclasses.fields(Config)}
 
 
+def _open_lock(path: Path) -> int:
+    """A lock file's descriptor; GanError when it cannot be one (a folder, no permission)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise GanError(f"lock file {str(path)!r} cannot be opened ({err.strerror}); move it away") from None
+
+
 @contextlib.contextmanager
 def best_lock(run_dir: Path):
     """An exclusive flock on DIR/.best.lock, held by rotation while it reads best.json and deletes,
     and by the evaluator while it checks that its best checkpoint exists and writes best.json: so
     best.json never names a checkpoint that rotation is removing. Blocks; either side holds it briefly."""
-    fd = os.open(RunFolder(run_dir).best_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(RunFolder(run_dir).best_lock)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -164,7 +172,7 @@ def eval_lock(run_dir: Path, say=print):
     second evaluator of the run (--watch beside a SLURM evaluation, say) waits, saying so once, and
     then finds that checkpoint's record instead of scoring it again. Dropped by the kernel when the
     holder dies."""
-    fd = os.open(RunFolder(run_dir).eval_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(RunFolder(run_dir).eval_lock)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
