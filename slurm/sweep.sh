@@ -175,8 +175,9 @@ IFS=, read -r -a seed_list <<<"$seeds"
 for seed in "${seed_list[@]}"; do
     [[ $seed =~ ^[0-9]+$ ]] || die "--seeds: ${seed@Q} is not a non-negative integer"
 done
-[[ -z $max_parallel || $max_parallel =~ ^[1-9][0-9]*$ ]] ||
-    die "--max-parallel ${max_parallel@Q}: a number of tasks, 1 or more"
+# six digits at most: bash's arithmetic wraps larger numbers, and no array runs a million tasks at once
+[[ -z $max_parallel || $max_parallel =~ ^[1-9][0-9]{0,5}$ ]] ||
+    die "--max-parallel ${max_parallel@Q}: a number of tasks, 1 to 999999"
 
 # The --set grid: each combination as its overrides and its part of the run folder's name.
 combos=("") suffixes=("")

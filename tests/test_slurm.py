@@ -329,6 +329,7 @@ def test_sweep_refuses_bad_arguments(tmp_path):
         ("--group", "g", *config, "--seeds", "0,0"): "two tasks would share the run folder",
         ("--group", "g", *config, *config): "two tasks would share the run folder",
         ("--group", "g", *config, "--max-parallel", "0"): "--max-parallel '0'",
+        ("--group", "g", *config, "--max-parallel", "9" * 20): "a number of tasks, 1 to 999999",
     }
     for args, message in cases.items():
         assert_user_error(run([SLURM / "sweep.sh", *args], env=env), message)
