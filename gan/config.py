@@ -78,6 +78,10 @@ class LossConfig:
     r1_weight: float = 0.0  # R1's gamma: weight of gamma/2 E[|grad D(x_real)|^2]; 0 = off
     r1_every: int = 1  # lazy R1 and R2: applied every r1_every-th D step, weighted by r1_every (StyleGAN2: 16)
     r2_weight: float = 0.0  # R2's gamma: weight of gamma/2 E[|grad D(G(z))|^2] on generated images; 0 = off
+    # LeCam (Tseng et al. 2021): weight of E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], a_real and
+    # a_fake moving averages of D's mean outputs (decay lecam_decay per D step); 0 = off
+    lecam_weight: float = 0.0
+    lecam_decay: float = 0.99
     # top-k G updates (Sinha et al. 2020): G's loss takes only this fraction of its generated batch,
     # the images D scores as most real; 1 = all. Ramp it down with schedule.top_k (the paper: to 0.5)
     top_k: float = 1.0
@@ -602,9 +606,10 @@ def _validate_stages(cfg: Config) -> None:
 
 def _validate_family(cfg: Config) -> None:
     """The keys of the GAN family: penalties, D's normalisation, augmentations."""
-    for key in ("gp_weight", "r1_weight", "r2_weight"):
+    for key in ("gp_weight", "r1_weight", "r2_weight", "lecam_weight"):
         value = getattr(cfg.loss, key)
         _check(value >= 0, f"loss.{key} must be >= 0, got {value}")
+    _check(0 <= cfg.loss.lecam_decay < 1, f"loss.lecam_decay must be in [0, 1), got {cfg.loss.lecam_decay}")
     constrained = cfg.loss.gp_weight > 0 or cfg.loss.r1_weight > 0 or cfg.loss.r2_weight > 0 or cfg.model.spectral_norm
     _check(
         cfg.loss.name != "wgan" or constrained,

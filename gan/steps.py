@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from gan.losses import gradient_penalty, interpolate, r1_penalty
+from gan.losses import LeCamAnchors, gradient_penalty, interpolate, lecam_penalty, r1_penalty
 from gan.networks._layers import SplitBatchNorm2d
 
 
@@ -40,6 +40,7 @@ class Nets:
     augment: Callable[[torch.Tensor], torch.Tensor] = no_augment  # DiffAugment on every input of D
     ema_rate: "EmaRate | None" = None  # G_ema's decay, read at each update
     cudagraphs: bool = False  # train.compile=reduce-overhead on CUDA: each phase starts a CUDA graph step
+    lecam: LeCamAnchors | None = None  # LeCam's anchors where loss.lecam_weight > 0
     d_batch_norms: list = field(init=False)  # D's SplitBatchNorm2d layers, told how many parts a call has
 
     def __post_init__(self):
@@ -156,6 +157,8 @@ def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, fake_logit
     and R2 due together take both gradients in one autograd.grad. The interpolates get a call of their
     own: in the real and generated batch's call the penalty's double backward would run over three
     batches instead of one.
+    LeCam: lambda * (E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2]) every D step, on the
+    outputs the loss took, its anchors first updated with them (gan.losses.LeCamAnchors).
     Under DDP the penalty's forward runs through the DDP-wrapped D and its gradients
     are taken with create_graph=True; the one backward of the D step then puts the penalty's
     gradient into .grad, where DDP averages it across processes.
@@ -169,6 +172,11 @@ def regularize(nets: Nets, penalties, real_img, real_logits, gen_img, fake_logit
         gp = gradient_penalty(grads)
         total = total + penalties.gp_weight * gp
         stats["penalty/gp"] = gp.detach()
+    if penalties.lecam_weight > 0:
+        anchors = nets.lecam.update(real_logits, fake_logits, accelerator)
+        lecam = lecam_penalty(real_logits.float(), fake_logits.float(), anchors)
+        total = total + penalties.lecam_weight * lecam
+        stats["penalty/lecam"] = lecam.detach()
     due_pairs = [(name, logits, images, weight) for name, logits, images, weight, is_due in (
         ("r1", real_logits, real_img, penalties.r1_weight, r1_due),
         ("r2", fake_logits, gen_img, penalties.r2_weight, r2_due),

@@ -26,7 +26,7 @@ from gan.config import Config
 from gan.data import build_data, data_source, make_dataloader, place_data, to_float
 from gan.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_PREEMPTED, GanError
 from gan.files import write_atomic
-from gan.losses import build_loss
+from gan.losses import LeCamAnchors, build_loss
 from gan.networks import build_networks
 from gan.networks._resolutions import check_resolution
 from gan.pseudo_labels import check_clusters, class_counts, pseudo_label
@@ -89,8 +89,9 @@ def build_nets(cfg: Config, num_classes: int, accelerator, loader):
         G_ema.to(accelerator.device)
     z_dim = accelerator.unwrap_model(G).z_dim
     augment = DiffAugment(cfg.augment.policy, cfg.augment.p)
+    lecam = LeCamAnchors(cfg.loss.lecam_decay, accelerator.device) if cfg.loss.lecam_weight > 0 else None
     nets = Nets(G, D, G_ema, opt_G, opt_D, z_dim=z_dim, num_classes=num_classes, augment=augment, ema_rate=ema_rate,
-                cudagraphs=cudagraphs)  # fmt: skip
+                cudagraphs=cudagraphs, lecam=lecam)  # fmt: skip
     return nets, loader
 
 

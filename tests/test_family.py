@@ -14,9 +14,18 @@ from safetensors.torch import load_file
 
 from gan.augment import DiffAugment
 from gan.checkpoint import load_generator
+from gan.checkpoint.training import check_lecam_state
 from gan.config import load_config
 from gan.errors import GanError
-from gan.losses import LOSSES, Penalties, build_loss, gradient_penalty, r1_penalty
+from gan.losses import (
+    LOSSES,
+    LeCamAnchors,
+    Penalties,
+    build_loss,
+    gradient_penalty,
+    lecam_penalty,
+    r1_penalty,
+)
 from gan.networks import build_networks
 from gan.samples import generate_images
 from gan.steps import Nets, input_gradients, regularize
@@ -108,6 +117,39 @@ def test_regularize_weights_gp_and_lazy_r1():
     assert not Penalties(r1_weight=0.0).r1_due(0)
 
 
+def test_lecam_anchors_and_penalty_match_the_hand_computation():
+    anchors = LeCamAnchors(decay=0.5)
+    # one update: the zero-debiased averages are that step's means
+    assert anchors.update(torch.tensor([1.0, 3.0]), torch.tensor([-2.0])).tolist() == [2.0, -2.0]
+    # two: (0.5 * 0.5 * mean_1 + 0.5 * mean_2) / (1 - 0.5 ** 2)
+    second = anchors.update(torch.tensor([4.0]), torch.tensor([0.0]))
+    torch.testing.assert_close(second, torch.tensor([(0.25 * 2 + 0.5 * 4) / 0.75, (0.25 * -2 + 0) / 0.75]))
+    assert anchors.state[2].item() == 2
+    before = anchors.state.clone()  # a non-finite step (stopped at or skipped) leaves them as they were
+    anchors.update(torch.tensor([float("nan")]), torch.tensor([0.0]))
+    assert torch.equal(anchors.state, before)
+    # relu(real - a_fake)^2: (5^2 + 1^2) / 2; relu(a_real - fake)^2: (4^2 + 0) / 2
+    real, fake = torch.tensor([4.0, 0.0]), torch.tensor([-3.0, 1.0])
+    assert lecam_penalty(real, fake, torch.tensor([1.0, -1.0])).item() == pytest.approx(13 + 8)
+    # regularize adds it with its weight on every D step, its anchors taken from this step's outputs too
+    D = LinearCritic([0.0, 0.0, 3.0, 4.0])
+    nets = Nets(None, D, None, None, None, z_dim=1, lecam=LeCamAnchors(decay=0.9))
+    x, y = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    total, stats = regularize(nets, Penalties(lecam_weight=0.3), x, D(x), y, D(y), torch.zeros(3, dtype=torch.long),
+                              SimpleNamespace(scaler=None, num_processes=1), due=(False, False))  # fmt: skip
+    expected = lecam_penalty(D(x), D(y), torch.stack([D(x).mean(), D(y).mean()]))
+    assert total.item() == pytest.approx(0.3 * expected.item(), rel=1e-5)
+    assert set(stats) == {"penalty/lecam"}
+
+
+def test_a_checkpoint_without_valid_lecam_anchors_does_not_fit_a_lecam_run():
+    check_lecam_state(None, None)  # LeCam off: nothing to check
+    check_lecam_state(torch.tensor([0.5, -0.5, 3.0]), LeCamAnchors(0.99))
+    for bad in (None, torch.zeros(2), torch.tensor([0.0, float("nan"), 1.0]), torch.zeros(3, dtype=torch.long), [0.0] * 3):
+        with pytest.raises(ValueError, match="no valid LeCam anchors"):
+            check_lecam_state(bad, LeCamAnchors(0.99))
+
+
 def largest_singular_values(D):
     """sigma_max of each weight D uses, as the (out, in * k * k) matrix spectral norm normalises."""
     return {name: torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
@@ -164,6 +206,8 @@ def test_diffaugment_is_differentiable_and_does_what_it_says():
         (["loss.name=wgan"], "loss.name=wgan needs a constraint on D"),
         (["train.n_critic=0"], "train.n_critic must be > 0"),
         (["loss.gp_weight=-1"], "loss.gp_weight must be >= 0"),
+        (["loss.lecam_weight=-0.1"], "loss.lecam_weight must be >= 0"),
+        (["loss.lecam_decay=1"], r"loss.lecam_decay must be in \[0, 1\), got 1"),
         (["model.d_norm=instance"], "model.d_norm: unknown value 'instance'"),
         (["augment.policy=[cutout,cutout]"], "augment.policy lists a transform twice"),
     ],

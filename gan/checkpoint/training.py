@@ -78,6 +78,7 @@ def write_checkpoint(accelerator, run_dir: Path, tmp: Path, cfg: Config, nets: N
         "ema_n_averaged": nets.G_ema.n_averaged.cpu() if nets.G_ema is not None else torch.zeros(()),
         "num_processes": accelerator.num_processes, "num_classes": nets.num_classes,
         "class_counts": nets.class_counts,
+        "lecam": nets.lecam.state.cpu() if nets.lecam is not None else None,
         "config": to_dict(cfg),
     }  # fmt: skip
     kimg = state.step * cfg.train.batch_size * accelerator.num_processes / 1000
@@ -105,12 +106,20 @@ def read_checkpoint(accelerator, path: Path, nets: Nets) -> dict:
         reading.check_optimizer_state(saved["opt_G"], nets.opt_G, "opt_G")
         reading.check_optimizer_state(saved["opt_D"], nets.opt_D, "opt_D")
         check_scaler_state(saved["scaler"], accelerator.scaler)
+        check_lecam_state(saved.get("lecam"), nets.lecam)
     except ValueError as err:
         raise GanError(f"checkpoint file {str(state_file)!r} does not fit this run ({err})") from None
     state = TrainState(step=saved["step"], batches_seen=saved["batches_seen"], nonfinite_total=saved["nonfinite_total"])
     same_world = saved["num_processes"] == accelerator.num_processes
     rng = reading.read_rng(path, accelerator.process_index, accelerator.device) if same_world else None
     return {"modules": modules, "tensors": tensors, "saved": saved, "state": state, "rng": rng}
+
+
+def check_lecam_state(saved, lecam) -> None:
+    """LeCam's anchors (real, fake, updates), where this run has LeCam on: three finite numbers."""
+    valid = isinstance(saved, torch.Tensor) and saved.shape == (3,) and saved.is_floating_point()
+    if lecam is not None and not (valid and bool(torch.isfinite(saved).all())):
+        raise ValueError("it holds no valid LeCam anchors, and loss.lecam_weight > 0")
 
 
 def check_scaler_state(saved: dict, scaler) -> None:
@@ -144,6 +153,8 @@ def apply_checkpoint(accelerator, loaded: dict, nets: Nets) -> TrainState:
         accelerator.scaler.load_state_dict(saved["scaler"])
     if nets.G_ema is not None:
         nets.G_ema.n_averaged.copy_(saved["ema_n_averaged"].reshape(nets.G_ema.n_averaged.shape))
+    if nets.lecam is not None:
+        nets.lecam.state.copy_(saved["lecam"])
     rng = loaded["rng"]
     if rng is not None:
         torch.set_rng_state(rng["torch"])

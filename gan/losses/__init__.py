@@ -7,7 +7,8 @@ scalars: `d_loss(real_logits, fake_logits)`, `g_loss(fake_logits)`, and `score(l
 with D's outputs on a real batch in G's step too: it sets `g_needs_real`, and its
 `g_loss(fake_logits, real_logits)` gets them. A non-relativistic G step may keep only the generated
 images D scores highest (`g_top_k`, loss.top_k). The penalties configured in `cfg.loss`
-travel with the loss as `loss.penalties`; gan/steps.py applies them.
+travel with the loss as `loss.penalties`; gan/steps.py applies them (LeCam's moving anchors are
+training state, in Nets.lecam).
 
 Nothing here imports the losses: LOSSES lists them from this folder and imports the one asked for.
 """
@@ -16,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from gan.registry import LOSSES
 
@@ -28,6 +30,7 @@ class Penalties:
     r1_weight: float = 0.0  # gamma of R1, on real images
     r1_every: int = 1  # lazy R1 and R2: every k-th D step, weighted by k
     r2_weight: float = 0.0  # gamma of R2, on generated images
+    lecam_weight: float = 0.0  # lambda of LeCam, every D step (its anchors: Nets.lecam)
 
     def r1_due(self, d_steps_done: int) -> bool:
         """Lazy R1 (Karras et al. 2020) runs on D steps 0, k, 2k, ...: a function of the data position."""
@@ -57,7 +60,8 @@ class GanLoss:
 
 
 def build_loss(cfg) -> GanLoss:
-    penalties = Penalties(cfg.loss.gp_weight, cfg.loss.r1_weight, cfg.loss.r1_every, cfg.loss.r2_weight)
+    loss = cfg.loss
+    penalties = Penalties(loss.gp_weight, loss.r1_weight, loss.r1_every, loss.r2_weight, loss.lecam_weight)
     return LOSSES.get(cfg.loss.name, "loss.name")(penalties, cfg.loss.top_k)
 
 
@@ -80,3 +84,32 @@ def r1_penalty(grads: torch.Tensor) -> torch.Tensor:
     """E[||grad||_2^2] over a batch: R1 on real images (Mescheder et al. 2018), R2 on generated ones
     (R3GAN); the caller weights it by gamma / 2."""
     return grads.float().flatten(1).square().sum(1).mean()
+
+
+class LeCamAnchors:
+    """LeCam's anchors (Tseng et al. 2021): moving averages of D's mean output on the real and on the
+    generated batches, updated every D step with `decay` and zero-debiased as the authors' code does
+    (the average of t updates divided by 1 - decay**t), so the first steps need no warm-up. `state`
+    holds (real, fake, t); the checkpoint keeps it. Under DDP the batch means are averaged over the
+    processes first, so every process holds the same anchors. A step with non-finite outputs (which
+    the loop stops at or skips) leaves them as they were."""
+
+    def __init__(self, decay: float, device=None):
+        self.decay = decay
+        self.state = torch.zeros(3, device=device)
+
+    def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, accelerator=None) -> torch.Tensor:
+        """Take this step's means in; returns the anchors (real, fake) to regularise this step with."""
+        means = torch.stack([real_logits.detach().float().mean(), fake_logits.detach().float().mean()])
+        if accelerator is not None and accelerator.num_processes > 1:
+            means = accelerator.reduce(means, reduction="mean")
+        updated = torch.cat([self.state[:2].lerp(means, 1 - self.decay), self.state[2:] + 1])
+        self.state = torch.where(torch.isfinite(means).all(), updated, self.state)
+        return self.state[:2] / (1 - self.decay ** self.state[2])
+
+
+def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], LeCam as the authors' code computes it
+    (the paper writes the squares without the relu): D's outputs on real images are kept from rising far above the generated images'
+    average, and those on generated images from falling far below the real ones' average."""
+    return F.relu(real_logits - anchors[1]).square().mean() + F.relu(anchors[0] - fake_logits).square().mean()
