@@ -258,20 +258,23 @@ def training_bar(steps: int, done: int, main: bool) -> tqdm:
 
 
 def check_replicas(accelerator, nets: Nets, run_dir: Path) -> None:
-    """DDP keeps G's and D's parameters identical on every rank; record a digest per rank, fail loudly if not.
+    """DDP keeps G's and D's parameters identical on every rank, and LeCam's anchors are averaged over
+    the ranks; record a digest per rank, fail loudly if they differ.
 
     BatchNorm running statistics are not compared: each rank updates them from its own shard after
     DDP broadcasts rank 0's at the start of every forward; checkpoints store rank 0's.
     """
+    tensors = [*accelerator.unwrap_model(nets.G).parameters(), *accelerator.unwrap_model(nets.D).parameters()]
+    if nets.lecam is not None:
+        tensors.append(nets.lecam.state)
     digest = hashlib.sha1()
-    for module in (accelerator.unwrap_model(nets.G), accelerator.unwrap_model(nets.D)):
-        for tensor in module.parameters():
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digests = gather_object([digest.hexdigest()])
     if accelerator.is_main_process:
         write_atomic(RunFolder(run_dir).replicas, json.dumps({"rank_digests": digests}) + "\n")
         if len(set(digests)) != 1:
-            raise RuntimeError(f"G/D parameters differ across ranks: {digests}")
+            raise RuntimeError(f"G/D parameters or LeCam's anchors differ across ranks: {digests}")
 
 
 def handle_nonfinite(cfg: Config, state: TrainState, err: NonFiniteLoss, accelerator) -> int:
