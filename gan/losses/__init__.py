@@ -110,6 +110,7 @@ class LeCamAnchors:
 
 def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], LeCam as the authors' code computes it
-    (the paper writes the squares without the relu): D's outputs on real images are kept from rising far above the generated images'
-    average, and those on generated images from falling far below the real ones' average."""
+    (the paper writes the squares without the relu): D's outputs on real images are kept from rising
+    far above the generated images' average, and those on generated images from falling far below
+    the real ones' average."""
     return F.relu(real_logits - anchors[1]).square().mean() + F.relu(anchors[0] - fake_logits).square().mean()
