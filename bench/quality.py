@@ -11,7 +11,9 @@ exits 75 (the preemption path). Then `python evaluate.py OUT/P-seedS --metrics f
 embedded digits. The name `guide` in --presets runs the guide's own loop instead
 (bench/guide_run.py: same budget, same SIGTERM, same evaluate.py command), so the two are compared
 in one run. A markdown table (the mean over the seeds and their range) goes to stdout and every
-run's numbers to OUT/quality.json. Run it on an otherwise idle machine: the budget is wall time, so
+run's numbers to OUT/quality.json, with the CPU (its model and vector extensions: another CPU buys
+another number of steps in the same minutes) and the load average when each training started and
+ended. Run it on an otherwise idle machine: the budget is wall time, so
 a busy CPU means fewer steps. `--phase train` runs the timed trainings alone, back to back, and
 `--phase score` (same --presets and --seeds) evaluates them later, when the machine may be busy.
 """
@@ -25,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.measure import cpu_flags, cpu_model
 from gan.checkpoint import resolve_checkpoint
 from gan.config import load_config
 from gan.errors import EXIT_PREEMPTED
@@ -69,6 +72,7 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     if preset == GUIDE:
         precision = "no"  # the guide's loop as written: fp32
     env["ACCELERATE_MIXED_PRECISION"] = precision  # read by Accelerator(), as `accelerate launch` sets it
+    cpu, load_start = cpu_name(), os.getloadavg()[0]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -84,7 +88,14 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
         raise SystemExit(f"error: training {preset} exited with {code}, not {EXIT_PREEMPTED}; see {log.name}")
     meta = resolve_checkpoint(run_dir).meta  # the newest checkpoint: the one written at SIGTERM
     return {"seed": seed, "steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall,
-            "threads": threads or os.cpu_count(), "mixed_precision": precision, "command": " ".join(cmd[1:])}  # fmt: skip
+            "threads": threads or os.cpu_count(), "mixed_precision": precision, "cpu": cpu,
+            "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)], "command": " ".join(cmd[1:])}  # fmt: skip
+
+
+def cpu_name() -> str:
+    """The CPU and its vector extensions: the same minutes buy a different number of steps on another CPU."""
+    simd = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in cpu_flags()]
+    return f"{cpu_model()} ({', '.join(simd) or 'no avx2'})"
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> dict:
@@ -160,8 +171,9 @@ def main() -> None:
         return
     seeds = ",".join(map(str, args.seeds))
     threads = next(iter(results.values()))[0]["threads"]
-    print(f"\nmean (min-max) of seeds {seeds}; {threads} torch threads; {args.num_samples:,} samples against the "
-          "5,000 embedded digits")  # fmt: skip
+    cpus = sorted({r.get("cpu", "not recorded") for runs in results.values() for r in runs})
+    print(f"\nmean (min-max) of seeds {seeds}; {threads} torch threads; CPU: {'; '.join(cpus)}; "
+          f"{args.num_samples:,} samples against the 5,000 embedded digits")  # fmt: skip
     print(f"\n| preset | G steps in {args.minutes:g} min | kimg | FID | fd_mnist | precision | recall |")
     print("|---|---|---|---|---|---|---|")
     for preset, runs in results.items():
