@@ -31,7 +31,7 @@ from bench.measure import cpu_flags, cpu_model
 from gan.checkpoint import resolve_checkpoint
 from gan.config import load_config
 from gan.errors import EXIT_PREEMPTED
-from gan.files import read_jsonl
+from gan.files import read_jsonl, write_atomic
 from gan.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,9 +103,32 @@ def evaluate(run_dir: Path, num_samples: int, log) -> dict:
     cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid,fd_mnist,prc", "--num-samples",
            str(num_samples), "--checkpoints", "latest"]  # fmt: skip
     env = dict(os.environ, WANDB_MODE="disabled")
-    subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"error: evaluating {run_dir} exited with {code}; see {log.name}")
     record = read_jsonl(RunFolder(run_dir).metrics)[-1]
     return {key: record[key] for key in NUMBERS}
+
+
+def read_store(store: Path) -> dict:
+    """OUT/quality.json's runs by preset ({} when there is none), or one line naming the file."""
+    if not store.exists():
+        return {}
+    try:
+        stored = json.loads(store.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SystemExit(f"error: {store} cannot be read ({error}); move it away or choose another --out") from None
+    if not is_record(stored):
+        raise SystemExit(f"error: {store} is not bench.quality's record (preset -> list of runs); "
+                         "move it away or choose another --out")  # fmt: skip
+    return stored
+
+
+def is_record(stored) -> bool:
+    """bench.quality's record: preset -> list of runs, each with at least its seed, steps and kimg."""
+    return isinstance(stored, dict) and all(
+        isinstance(runs, list) and all(isinstance(run, dict) and {"seed", "steps", "kimg"} <= run.keys() for run in runs)
+        for runs in stored.values())  # fmt: skip
 
 
 def seed_list(text: str) -> list[int]:
@@ -142,11 +165,16 @@ def main() -> None:
                         help="train: the timed runs alone, back to back; score: evaluate the runs OUT/quality.json "
                              "lists (the table needs no idle machine)")  # fmt: skip
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not 0 < args.minutes < float("inf"):
+        raise SystemExit(f"error: --minutes {args.minutes:g}: give a positive number of minutes, e.g. 10")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"error: --out {args.out} cannot be made a folder ({error.strerror})") from None
     print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset and seed; FID from "
           f"{args.num_samples} samples against the 5,000 embedded digits", file=sys.stderr)  # fmt: skip
     store = args.out / "quality.json"
-    stored = json.loads(store.read_text()) if store.is_file() else {}  # earlier invocations' runs, kept
+    stored = read_store(store)  # earlier invocations' runs, kept
     results = {}
     for preset in args.presets.split(","):
         for seed in args.seeds:
@@ -166,7 +194,7 @@ def main() -> None:
                           f"{result['recall']:.3f}", file=sys.stderr)  # fmt: skip
             results.setdefault(preset, []).append(result)
             stored[preset] = [r for r in stored.get(preset, []) if r["seed"] != seed] + [result]
-            store.write_text(json.dumps(stored, indent=2) + "\n")
+            write_atomic(store, json.dumps(stored, indent=2) + "\n")  # a kill mid-write keeps the old file
     if args.phase == "train":
         return
     seeds = ",".join(map(str, args.seeds))

@@ -1,0 +1,63 @@
+"""bench.quality's record of timed runs (OUT/quality.json): read back, refused in one line when it does
+not fit, and the CPU it was measured on named with the table."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.quality import ROOT, cpu_name, read_store, summary
+
+RUN = {"seed": 0, "steps": 10, "kimg": 0.64, "cpu": "some CPU (avx2)"}
+
+
+def test_a_missing_record_is_empty_and_a_written_one_reads_back(tmp_path):
+    store = tmp_path / "quality.json"
+    assert read_store(store) == {}
+    store.write_text(json.dumps({"selfcond_mnist": [RUN]}))
+    assert read_store(store) == {"selfcond_mnist": [RUN]}
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('{"selfcond_mnist": [{"seed": 0, "ste', "cannot be read"),  # torn mid-write
+        (b"\xff\xfe\x00", "cannot be read"),  # not text
+        ("[1, 2]", "is not bench.quality's record"),
+        ('{"selfcond_mnist": {"seed": 0}}', "is not bench.quality's record"),
+        ('{"selfcond_mnist": [{"seed": 0}]}', "is not bench.quality's record"),  # no steps or kimg
+    ],
+)
+def test_a_record_that_does_not_fit_is_one_line_naming_the_file(tmp_path, text, says):
+    store = tmp_path / "quality.json"
+    store.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(SystemExit) as stop:
+        read_store(store)
+    message = str(stop.value.code)
+    assert message.startswith(f"error: {store} ") and says in message and "\n" not in message
+
+
+def test_a_folder_in_place_of_the_record_is_one_line(tmp_path):
+    (tmp_path / "quality.json").mkdir()
+    with pytest.raises(SystemExit, match="cannot be read"):
+        read_store(tmp_path / "quality.json")
+
+
+def test_the_cpu_name_carries_its_vector_extensions_and_the_summary_its_range():
+    assert cpu_name().endswith(")") and "(" in cpu_name()
+    runs = [dict(RUN, fid=12.0), dict(RUN, fid=10.0), dict(RUN, fid=14.5)]
+    assert summary(runs, "fid") == "12.2 (10.0–14.5)"
+    assert summary(runs[:1], "fid") == "12.0"
+
+
+@pytest.mark.parametrize("args, says", [(["--minutes", "0"], "--minutes 0"), (["--minutes", "nan"], "--minutes nan"),
+                                        (["--out", "FILE"], "cannot be made a folder")])  # fmt: skip
+def test_bad_arguments_are_one_line_before_anything_trains(tmp_path, args, says):
+    (tmp_path / "FILE").write_text("a user's file\n")
+    args = [str(tmp_path / "FILE") if arg == "FILE" else arg for arg in args]
+    result = subprocess.run([sys.executable, "-m", "bench.quality", "--presets", "dcgan_mnist", *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and says in result.stderr
+    assert (tmp_path / "FILE").read_text() == "a user's file\n"
