@@ -149,14 +149,19 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def simd() -> list[str]:
+    """The vector extensions that decide a CPU's speed on these networks (bf16 needs avx512_bf16 or amx)."""
+    flags = cpu_flags()
+    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+
+
 def machine() -> dict:
     import accelerate
 
-    flags = cpu_flags()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "simd": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
+        "simd": simd(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "torch": torch.__version__,
         "accelerate": accelerate.__version__,

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.measure import cpu_flags, cpu_model
+from bench.measure import cpu_model, simd
 from gan.checkpoint import resolve_checkpoint
 from gan.config import load_config
 from gan.errors import EXIT_PREEMPTED
@@ -94,8 +94,7 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
 
 def cpu_name() -> str:
     """The CPU and its vector extensions: the same minutes buy a different number of steps on another CPU."""
-    simd = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in cpu_flags()]
-    return f"{cpu_model()} ({', '.join(simd) or 'no avx2'})"
+    return f"{cpu_model()} ({', '.join(simd()) or 'no avx2'})"
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> dict:
