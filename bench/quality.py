@@ -1,6 +1,7 @@
 """Sample quality after a fixed wall-clock budget: train each MNIST preset, then score it by the evaluator.
 
 python -m bench.quality [--minutes 10] [--presets a,b] [--seeds 0,1,2] [--num-samples 2000] [--out runs/quality]
+                        [--set model.g_channels=64 ...]
 
 For each preset and seed: `python train.py --config configs/P.yaml --run-dir OUT/P-seedS
 train.seed=S` (one process, every core) runs with an unreachable train.steps (a preset whose
@@ -10,10 +11,12 @@ exits 75 (the preemption path). Then `python evaluate.py OUT/P-seedS --metrics f
 --checkpoints latest` scores that checkpoint (G_ema where the preset keeps one) against all 5,000
 embedded digits. The name `guide` in --presets runs the guide's own loop instead
 (bench/guide_run.py: same budget, same SIGTERM, same evaluate.py command), so the two are compared
-in one run. A markdown table (the mean over the seeds and their range) goes to stdout and every
-run's numbers to OUT/quality.json, with the CPU (its model and vector extensions: another CPU buys
-another number of steps in the same minutes) and the load average when each training started and
-ended. Run it on an otherwise idle machine: the budget is wall time, so
+in one run. `--set KEY=VALUE` (repeatable) passes a config override to every preset's training, so a
+lever is timed without a preset file of its own; the protocol's own keys (steps, seed) still win.
+A markdown table (the mean over the seeds and their range) goes to stdout and every run's numbers
+(with the overrides) to OUT/quality.json, with the CPU (its model and vector extensions: another CPU
+buys another number of steps in the same minutes) and the load average when each training started
+and ended. Run it on an otherwise idle machine: the budget is wall time, so
 a busy CPU means fewer steps. `--phase train` runs the timed trainings alone, back to back, and
 `--phase score` (same --presets and --seeds) evaluates them later, when the machine may be busy.
 """
@@ -30,30 +33,41 @@ from pathlib import Path
 from bench.measure import cpu_model, simd
 from gan.checkpoint import resolve_checkpoint
 from gan.config import load_config
-from gan.errors import EXIT_PREEMPTED
+from gan.errors import EXIT_PREEMPTED, GanError
 from gan.files import read_jsonl, write_atomic
 from gan.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist",
-                 "selfcond_mnist"]  # fmt: skip
+                 "selfcond_mnist", "selfcond_mnist_g64"]  # fmt: skip
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
 NUMBERS = ["fid", "fd_mnist", "precision", "recall"]  # what evaluate.py gives each run
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
 
 
-def train_command(preset: str, run_dir: Path, seed: int) -> list[str]:
+def train_command(preset: str, run_dir: Path, seed: int, sets: list[str] = ()) -> list[str]:
     if preset == GUIDE:
         return [sys.executable, "-m", "bench.guide_run", "--run-dir", str(run_dir), "--seed", str(seed)]
-    return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir),
+    return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir), *sets,
             f"train.steps={NEVER}", f"train.checkpoint_every={NEVER}", f"train.seed={seed}",
-            *schedule_horizon(preset), "wandb.mode=disabled"]  # fmt: skip
+            *schedule_horizon(preset, sets), "wandb.mode=disabled"]  # fmt: skip
 
 
-def schedule_horizon(preset: str) -> list[str]:
+def check_sets(presets: list[str], sets: list[str]) -> None:
+    """Every preset loads with the overrides, or one line naming the bad one (before anything trains)."""
+    for preset in presets if sets else []:
+        if preset == GUIDE:
+            raise SystemExit(f"error: --set does not apply to {GUIDE!r}, the guide's loop as written; time it apart")
+        try:
+            load_config(ROOT / "configs" / f"{preset}.yaml", sets)
+        except GanError as error:
+            raise SystemExit(f"error: --set for {preset}: {error}") from None
+
+
+def schedule_horizon(preset: str, sets: list[str] = ()) -> list[str]:
     """The override that keeps a preset's schedules on its own horizon once train.steps is unreachable:
     ramps over train.steps would otherwise stay at their start values for the whole budget."""
-    cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml", sets)
     ramps = [getattr(cfg.schedule, name) for name in vars(cfg.schedule) if name != "kimg"]
     if cfg.schedule.kimg is not None or all(ramp.end is None for ramp in ramps):
         return []
@@ -61,11 +75,11 @@ def schedule_horizon(preset: str) -> list[str]:
 
 
 def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | None = None,
-              precision: str = "no", seed: int = 0) -> dict:  # fmt: skip
+              precision: str = "no", seed: int = 0, sets: list[str] = ()) -> dict:  # fmt: skip
     """Train until the budget is spent; returns steps done and wall time."""
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"error: {run_dir} exists and is not empty; choose another --out")
-    cmd = train_command(preset, run_dir, seed)
+    cmd = train_command(preset, run_dir, seed, sets)
     env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -89,7 +103,8 @@ def train_for(preset: str, run_dir: Path, seconds: float, log, threads: int | No
     meta = resolve_checkpoint(run_dir).meta  # the newest checkpoint: the one written at SIGTERM
     return {"seed": seed, "steps": meta["step"], "kimg": meta["kimg"], "train_seconds": wall,
             "threads": threads or os.cpu_count(), "mixed_precision": precision, "cpu": cpu,
-            "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)], "command": " ".join(cmd[1:])}  # fmt: skip
+            "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)], "overrides": list(sets),
+            "command": " ".join(cmd[1:])}  # fmt: skip
 
 
 def cpu_name() -> str:
@@ -163,9 +178,12 @@ def main() -> None:
     parser.add_argument("--phase", choices=["all", "train", "score"], default="all",
                         help="train: the timed runs alone, back to back; score: evaluate the runs OUT/quality.json "
                              "lists (the table needs no idle machine)")  # fmt: skip
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every preset's training, as train.py takes it (repeatable)")  # fmt: skip
     args = parser.parse_args()
     if not 0 < args.minutes < float("inf"):
         raise SystemExit(f"error: --minutes {args.minutes:g}: give a positive number of minutes, e.g. 10")
+    check_sets(args.presets.split(","), args.sets)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -185,7 +203,7 @@ def main() -> None:
             with open(args.out / f"{name}.log", "a" if args.phase == "score" else "w") as log:
                 if args.phase != "score":
                     result = train_for(preset, args.out / name, args.minutes * 60, log, args.threads,
-                                       args.mixed_precision, seed)  # fmt: skip
+                                       args.mixed_precision, seed, args.sets)  # fmt: skip
                 if args.phase != "train":
                     result |= evaluate(args.out / name, args.num_samples, log)
                     print(f"  {name}: {result['steps']} steps, FID {result['fid']:.1f}, fd_mnist "
@@ -196,20 +214,30 @@ def main() -> None:
             write_atomic(store, json.dumps(stored, indent=2) + "\n")  # a kill mid-write keeps the old file
     if args.phase == "train":
         return
+    print(table(results, args))
+
+
+def table(results: dict, args) -> str:
+    """The markdown table of the mean over the seeds, with the command that remakes it. How the runs
+    trained (precision, overrides, threads) comes from their record, so --phase score prints it too."""
     seeds = ",".join(map(str, args.seeds))
-    threads = next(iter(results.values()))[0]["threads"]
+    first = next(iter(results.values()))[0]
     cpus = sorted({r.get("cpu", "not recorded") for runs in results.values() for r in runs})
-    print(f"\nmean (min-max) of seeds {seeds}; {threads} torch threads; CPU: {'; '.join(cpus)}; "
-          f"{args.num_samples:,} samples against the 5,000 embedded digits")  # fmt: skip
-    print(f"\n| preset | G steps in {args.minutes:g} min | kimg | FID | fd_mnist | precision | recall |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"\nmean (min-max) of seeds {seeds}; {first['threads']} torch threads; CPU: {'; '.join(cpus)}; "
+             f"{args.num_samples:,} samples against the 5,000 embedded digits",  # fmt: skip
+             f"\n| preset | G steps in {args.minutes:g} min | kimg | FID | fd_mnist | precision | recall |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for preset, runs in results.items():
-        print(f"| `{preset}` | {summary(runs, 'steps', 0)} | {summary(runs, 'kimg', 0)} | {summary(runs, 'fid')} | "
-              f"{summary(runs, 'fd_mnist', 2)} | {summary(runs, 'precision', 2)} | {summary(runs, 'recall', 2)} |")  # fmt: skip
+        label = f"`{preset}`" + "".join(f" `{s}`" for s in runs[0].get("overrides", []))
+        lines.append(f"| {label} | {summary(runs, 'steps', 0)} | {summary(runs, 'kimg', 0)} | {summary(runs, 'fid')} | "
+                     f"{summary(runs, 'fd_mnist', 2)} | {summary(runs, 'precision', 2)} | {summary(runs, 'recall', 2)} |")  # fmt: skip
+    precision = first.get("mixed_precision", "no")
     extra = f" --threads {args.threads}" if args.threads else ""
-    extra += f" --mixed-precision {args.mixed_precision}" if args.mixed_precision != "no" else ""
-    print(f"\ncommand: python -m bench.quality --minutes {args.minutes:g} --presets {args.presets} --seeds {seeds} "
-          f"--num-samples {args.num_samples}{extra}")  # fmt: skip
+    extra += f" --mixed-precision {precision}" if precision != "no" else ""
+    extra += "".join(f" --set {s}" for s in first.get("overrides", []))
+    lines.append(f"\ncommand: python -m bench.quality --minutes {args.minutes:g} --presets {args.presets} --seeds {seeds} "
+                 f"--num-samples {args.num_samples}{extra}")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

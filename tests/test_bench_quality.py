@@ -1,13 +1,14 @@
 """bench.quality's record of timed runs (OUT/quality.json): read back, refused in one line when it does
 not fit, and the CPU it was measured on named with the table."""
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
-from bench.quality import ROOT, cpu_name, read_store, summary
+from bench.quality import ROOT, check_sets, cpu_name, read_store, summary, table, train_command
 
 RUN = {"seed": 0, "steps": 10, "kimg": 0.64, "cpu": "some CPU (avx2)"}
 
@@ -52,12 +53,40 @@ def test_the_cpu_name_carries_its_vector_extensions_and_the_summary_its_range():
 
 
 @pytest.mark.parametrize("args, says", [(["--minutes", "0"], "--minutes 0"), (["--minutes", "nan"], "--minutes nan"),
-                                        (["--out", "FILE"], "cannot be made a folder")])  # fmt: skip
+                                        (["--out", "FILE"], "cannot be made a folder"),
+                                        (["--set", "model.nope=1"], "--set for dcgan_mnist: "),
+                                        (["--set", "model.g_channels=-3"], "model.g_channels")])  # fmt: skip
 def test_bad_arguments_are_one_line_before_anything_trains(tmp_path, args, says):
     (tmp_path / "FILE").write_text("a user's file\n")
     args = [str(tmp_path / "FILE") if arg == "FILE" else arg for arg in args]
+    args += [] if "--out" in args else ["--out", str(tmp_path / "out")]  # never the repository's runs/
     result = subprocess.run([sys.executable, "-m", "bench.quality", "--presets", "dcgan_mnist", *args],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and says in result.stderr
     assert (tmp_path / "FILE").read_text() == "a user's file\n"
+    assert not (tmp_path / "out").exists()  # refused before the folder is made
+
+
+def test_set_overrides_go_to_training_before_the_protocols_own_keys():
+    cmd = train_command("selfcond_mnist", ROOT / "runs" / "x", 2, ["model.g_channels=64", "train.seed=9"])
+    assert "model.g_channels=64" in cmd
+    assert cmd.index("train.seed=9") < cmd.index("train.seed=2")  # the later override wins: the protocol's seed
+    check_sets(["selfcond_mnist", "dcgan_mnist"], ["model.g_channels=64"])  # loads: no exit
+
+
+def test_set_is_refused_for_the_guides_loop_and_for_a_key_that_does_not_exist():
+    with pytest.raises(SystemExit, match="does not apply to 'guide'"):
+        check_sets(["dcgan_mnist", "guide"], ["model.g_channels=64"])
+    with pytest.raises(SystemExit, match="^error: --set for dcgan_mnist: .*model.nope"):
+        check_sets(["dcgan_mnist"], ["model.nope=1"])
+    check_sets(["guide"], [])  # without --set the guide runs as before
+
+
+def test_the_table_names_how_the_runs_trained_from_their_record_also_when_scoring_later():
+    trained = dict(RUN, threads=2, mixed_precision="bf16", overrides=["model.g_channels=64"], fid=10.8,
+                   fd_mnist=1.65, precision=0.58, recall=0.74)  # fmt: skip
+    args = argparse.Namespace(seeds=[0], num_samples=2000, minutes=10.0, presets="selfcond_mnist", threads=None)
+    text = table({"selfcond_mnist": [trained]}, args)  # args as --phase score has them: no precision, no --set
+    assert "| `selfcond_mnist` `model.g_channels=64` | 10 | 1 | 10.8 | 1.65 | 0.58 | 0.74 |" in text
+    assert text.endswith("--mixed-precision bf16 --set model.g_channels=64") and "some CPU (avx2)" in text
