@@ -53,13 +53,18 @@ def train_command(preset: str, run_dir: Path, seed: int, sets: list[str] = ()) -
             *schedule_horizon(preset, sets), "wandb.mode=disabled"]  # fmt: skip
 
 
+def preset_config(preset: str, sets: list[str] = ()):
+    """The preset's config as its timed training will load it: configs/P.yaml, then the --set overrides."""
+    return load_config(ROOT / "configs" / f"{preset}.yaml", sets)
+
+
 def check_sets(presets: list[str], sets: list[str]) -> None:
     """Every preset loads with the overrides, or one line naming the bad one (before anything trains)."""
     for preset in presets if sets else []:
         if preset == GUIDE:
             raise SystemExit(f"error: --set does not apply to {GUIDE!r}, the guide's loop as written; time it apart")
         try:
-            load_config(ROOT / "configs" / f"{preset}.yaml", sets)
+            preset_config(preset, sets)
         except GanError as error:
             raise SystemExit(f"error: --set for {preset}: {error}") from None
 
@@ -67,7 +72,7 @@ def check_sets(presets: list[str], sets: list[str]) -> None:
 def schedule_horizon(preset: str, sets: list[str] = ()) -> list[str]:
     """The override that keeps a preset's schedules on its own horizon once train.steps is unreachable:
     ramps over train.steps would otherwise stay at their start values for the whole budget."""
-    cfg = load_config(ROOT / "configs" / f"{preset}.yaml", sets)
+    cfg = preset_config(preset, sets)
     ramps = [getattr(cfg.schedule, name) for name in vars(cfg.schedule) if name != "kimg"]
     if cfg.schedule.kimg is not None or all(ramp.end is None for ramp in ramps):
         return []
