@@ -18,7 +18,8 @@ A markdown table (the mean over the seeds and their range) goes to stdout and ev
 buys another number of steps in the same minutes) and the load average when each training started
 and ended. Run it on an otherwise idle machine: the budget is wall time, so
 a busy CPU means fewer steps. `--phase train` runs the timed trainings alone, back to back, and
-`--phase score` (same --presets and --seeds) evaluates them later, when the machine may be busy.
+`--phase score` (same --presets and --seeds) evaluates them later, when the machine may be busy; a run
+scored before with the same --num-samples keeps its score (read from its metrics.jsonl).
 """
 
 import argparse
@@ -39,7 +40,7 @@ from gan.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist",
-                 "selfcond_mnist", "selfcond_mnist_g64"]  # fmt: skip
+                 "selfcond_mnist", "selfcond_mnist_g64", "selfcond_mnist_deep"]  # fmt: skip
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
 NUMBERS = ["fid", "fd_mnist", "precision", "recall"]  # what evaluate.py gives each run
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before
@@ -118,15 +119,29 @@ def cpu_name() -> str:
 
 
 def evaluate(run_dir: Path, num_samples: int, log) -> dict:
-    """FID, fd_mnist, precision and recall of the newest checkpoint, by evaluate.py."""
-    cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid,fd_mnist,prc", "--num-samples",
-           str(num_samples), "--checkpoints", "latest"]  # fmt: skip
-    env = dict(os.environ, WANDB_MODE="disabled")
-    code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        raise SystemExit(f"error: evaluating {run_dir} exited with {code}; see {log.name}")
-    record = read_jsonl(RunFolder(run_dir).metrics)[-1]
+    """FID, fd_mnist, precision and recall of the newest checkpoint, by evaluate.py. A score the run
+    folder's metrics.jsonl already holds for that checkpoint and sample count is read, not made again:
+    a second --phase score over more seeds scores only the new runs."""
+    step = resolve_checkpoint(run_dir).meta["step"]
+    record = stored_score(run_dir, step, num_samples)
+    if record is None:
+        cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid,fd_mnist,prc", "--num-samples",
+               str(num_samples), "--checkpoints", "latest"]  # fmt: skip
+        env = dict(os.environ, WANDB_MODE="disabled")
+        code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            raise SystemExit(f"error: evaluating {run_dir} exited with {code}; see {log.name}")
+        record = stored_score(run_dir, step, num_samples)
+        if record is None:
+            raise SystemExit(f"error: evaluating {run_dir} wrote no score of step {step}; see {log.name}")
     return {key: record[key] for key in NUMBERS}
+
+
+def stored_score(run_dir: Path, step: int, num_samples: int) -> dict | None:
+    """The newest record of evaluate.py's with every number of NUMBERS for that step and sample count."""
+    records = read_jsonl(RunFolder(run_dir).metrics)
+    return next((r for r in reversed(records) if r.get("step") == step and r.get("num_samples") == num_samples
+                 and all(isinstance(r.get(key), int | float) for key in NUMBERS)), None)  # fmt: skip
 
 
 def read_store(store: Path) -> dict:

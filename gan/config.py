@@ -46,6 +46,11 @@ class ModelConfig:
     # normalisation in D's hidden layers: batch, layer or none; None = the network's own (dcgan: batch,
     # resnet, r3gan and mlp: none). The gradient penalties need layer or none: they are per-image gradients.
     d_norm: str | None = None
+    # dcgan only: 3x3 stride-1 convs (each with its stage's norm and activation) added at each of G's
+    # hidden stages, after the layer that makes the stage, and after each of D's stride-2 convs; 0 = the
+    # paper's network (its reference code's n_extra_layers adds them at the image side only)
+    g_extra_layers: int = 0
+    d_extra_layers: int = 0
     # r3gan only, the other networks ignore these four. widths: channels per stage from the first feature
     # map (4x4; 7x7 at 28 px) up to the image, one stage per side, shared by G and D (D runs the list
     # backwards); None = G's stages all g_channels wide, D's all d_channels
@@ -463,6 +468,8 @@ SIZE_LIMITS = {
     "model.hidden_dim": 16384,  # the MLP's hidden layer has hidden_dim**2 weights: 268 M at the limit
     "model.g_channels": 1024,  # DCGAN's widest layer has 8x this: at 64 px, 0.5 G weights at the limit
     "model.d_channels": 1024,  # (16x DCGAN's 64, 4x SNGAN's 256)
+    "model.g_extra_layers": 16,  # dcgan, per stage: 4x the depth of SNGAN's D at that side
+    "model.d_extra_layers": 16,
     # r3gan, each entry: 2.7x R3GAN's ImageNet width of 1536; a block's two 1x1 convs hold
     # 2 x expansion x width**2 weights: 67 M at the limit with expansion 2
     "model.widths": 4096,
@@ -513,6 +520,7 @@ def validate(cfg: Config) -> None:
         "train.max_nonfinite_skips", "model.expansion", "model.group_size",
     )  # fmt: skip
     _validate_stages(cfg)
+    _validate_extra_layers(cfg)
     _check(cfg.data.channels in (1, 3), f"data.channels must be 1 or 3, got {cfg.data.channels}")
     _check(
         len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
@@ -602,6 +610,15 @@ def _validate_stages(cfg: Config) -> None:
         len(entries) > 0 and all(0 <= b <= top for b in entries),
         f"model.blocks must be an int in [0, {top}] or a non-empty list of them, got {quote(blocks)}",
     )
+
+
+def _validate_extra_layers(cfg: Config) -> None:
+    """model.g_extra_layers and model.d_extra_layers: counts in [0, limit], for the dcgan family only."""
+    for key in ("g_extra_layers", "d_extra_layers"):
+        value, top = getattr(cfg.model, key), SIZE_LIMITS[f"model.{key}"]
+        _check(0 <= value <= top, f"model.{key} must be in [0, {top}], got {value}")
+        _check(value == 0 or cfg.model.network == "dcgan",
+               f"model.{key}={value} applies to model.network=dcgan only, not {cfg.model.network}; set it to 0")  # fmt: skip
 
 
 def _validate_family(cfg: Config) -> None:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from bench import quality
 from bench.quality import ROOT, check_sets, cpu_name, read_store, summary, table, train_command
 
 RUN = {"seed": 0, "steps": 10, "kimg": 0.64, "cpu": "some CPU (avx2)"}
@@ -90,3 +91,32 @@ def test_the_table_names_how_the_runs_trained_from_their_record_also_when_scorin
     text = table({"selfcond_mnist": [trained]}, args)  # args as --phase score has them: no precision, no --set
     assert "| `selfcond_mnist` `model.g_channels=64` | 10 | 1 | 10.8 | 1.65 | 0.58 | 0.74 |" in text
     assert text.endswith("--mixed-precision bf16 --set model.g_channels=64") and "some CPU (avx2)" in text
+
+
+def test_a_score_the_run_folder_holds_for_the_checkpoint_and_sample_count_is_read_not_made_again(
+        tmp_path, monkeypatch):  # fmt: skip
+    """--phase score over seeds 0,1,2 after seed 0 was scored evaluates seeds 1 and 2 only. evaluate.py's
+    part is played by a function that appends its record, as evaluate.py does, and counts its calls."""
+    numbers = {"fid": 8.5, "fd_mnist": 1.3, "precision": 0.66, "recall": 0.77}
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in [
+        {"step": 500, "num_samples": 2000, **numbers, "fid": 30.0},  # an older checkpoint
+        {"step": 900, "num_samples": 1000, **numbers, "fid": 11.0},  # fewer samples
+        {"step": 900, "num_samples": 2000, **numbers, "fd_mnist": None},  # scored without fd_mnist
+    ]) + "\n")  # fmt: skip
+    monkeypatch.setattr(quality, "resolve_checkpoint", lambda run_dir: argparse.Namespace(meta={"step": 900}))
+    calls = []
+
+    def evaluator(cmd, **kwargs):
+        calls.append(cmd)
+        with metrics.open("a") as f:
+            f.write(json.dumps({"step": 900, "num_samples": int(cmd[cmd.index("--num-samples") + 1]), **numbers}) + "\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(quality.subprocess, "run", evaluator)
+    assert quality.stored_score(tmp_path, 900, 2000) is None
+    assert quality.evaluate(tmp_path, 2000, log=None) == numbers and len(calls) == 1
+    assert quality.evaluate(tmp_path, 2000, log=None) == numbers and len(calls) == 1  # read, not made again
+    assert quality.evaluate(tmp_path, 1000, log=None)["fid"] == 11.0 and len(calls) == 1
+    quality.evaluate(tmp_path, 500, log=None)
+    assert len(calls) == 2  # no record of 500 samples: scored

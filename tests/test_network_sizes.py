@@ -164,3 +164,51 @@ def test_supported_resolutions():
     check_resolution(config("mlp", 100))
     with pytest.raises(GanError, match="model.network: unknown network 'vgg'"):
         supported_resolutions("vgg")
+
+
+@pytest.mark.parametrize("resolution", [28, 64])
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_dcgan_extra_layers_add_a_trained_3x3_conv_per_stage(resolution, norm):
+    """model.g_extra_layers / model.d_extra_layers: that many 3x3 stride-1 convs at each of G's hidden
+    stages and after each of D's stride-2 convs, keeping the sides; every one of them is trained, and
+    the other convs are those of the network without them."""
+    base = config("dcgan", resolution, "model.g_channels=4", "model.d_channels=4", f"model.d_norm={norm}",
+                  "model.conditional=true")  # fmt: skip
+    deep = config("dcgan", resolution, "model.g_channels=4", "model.d_channels=4", f"model.d_norm={norm}",
+                  "model.conditional=true", "model.g_extra_layers=2", "model.d_extra_layers=1")  # fmt: skip
+    (G0, D0), (G, D) = build_networks(base, NUM_CLASSES), build_networks(deep, NUM_CLASSES)
+    stages = {28: 2, 64: 4}[resolution]  # G's hidden stages = D's stride-2 convs
+
+    def convs(net, kernel=None):  # kernel None: the other convs, transposed or not
+        kinds = torch.nn.Conv2d | torch.nn.ConvTranspose2d
+        return [m for m in net.modules() if isinstance(m, kinds) and (m.kernel_size == (3, 3)) == (kernel == 3)]
+
+    assert (len(convs(G0, 3)), len(convs(D0, 3))) == (0, 0)
+    assert (len(convs(G, 3)), len(convs(D, 3))) == (2 * stages, stages)
+    assert [m.stride for m in convs(G, 3) + convs(D, 3)] == [(1, 1)] * 3 * stages
+    # the stride-2 layers are those of the network without extra layers, same shapes, same order
+    for deep_net, plain in ((G, G0), (D, D0)):
+        assert [m.weight.shape for m in convs(deep_net)] == [m.weight.shape for m in convs(plain)]
+    labels = torch.tensor([0, NUM_CLASSES - 1])
+    fake = G(torch.randn(2, G.z_dim), labels)
+    assert fake.shape == (2, 1, resolution, resolution)
+    loss = F.softplus(-D(fake, labels)).mean()
+    loss.backward()
+    for m in convs(G, 3) + convs(D, 3):
+        assert m.weight.grad is not None and m.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.g_extra_layers=-1", "model.g_extra_layers must be in [0, 16], got -1"),
+    ("model.d_extra_layers=17", "model.d_extra_layers must be in [0, 16], got 17"),
+])  # fmt: skip
+def test_extra_layers_out_of_range_are_one_line(override, message):
+    with pytest.raises(GanError) as error:
+        config("dcgan", 28, override)
+    assert str(error.value) == message
+
+
+def test_extra_layers_are_refused_for_other_networks():
+    with pytest.raises(GanError) as error:
+        config("resnet", 28, "model.d_extra_layers=1")
+    assert str(error.value) == "model.d_extra_layers=1 applies to model.network=dcgan only, not resnet; set it to 0"

@@ -41,17 +41,22 @@ class DCGANGenerator(nn.Module):
     the classes slowly: Adam moves its per-class gains by about lr per step, while the one-hot input
     reaches the first layer's weights at once (docs/results.md compares the two)."""
 
-    def __init__(self, z_dim: int, base: int, channels: int, resolution: int, num_classes: int = 0):
+    def __init__(self, z_dim: int, base: int, channels: int, resolution: int, num_classes: int = 0, extra: int = 0):
         super().__init__()
         start, ups = LAYOUTS[resolution]
         self.z_dim, self.num_classes = z_dim, num_classes
         # from the start side outwards; one more upsampling then makes the image
         widths = stage_widths(base, ups)[::-1]
-        layers = [nn.ConvTranspose2d(z_dim + num_classes, widths[0], start, 1, 0, bias=False)]
-        layers += [g_norm(widths[0], num_classes), nn.ReLU(True)]
+
+        def stage(width: int) -> list[nn.Module]:  # the norm and activation, then the extra 3x3 convs
+            layers = [g_norm(width, num_classes), nn.ReLU(True)]
+            for _ in range(extra):
+                layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), g_norm(width, num_classes), nn.ReLU(True)]
+            return layers
+
+        layers = [nn.ConvTranspose2d(z_dim + num_classes, widths[0], start, 1, 0, bias=False), *stage(widths[0])]
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)]
-            layers += [g_norm(cout, num_classes), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), *stage(cout)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = LabelledSequential(*layers)
 
@@ -64,18 +69,25 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """norm: batch (DCGAN), layer or none. num_classes > 0: a projection discriminator."""
 
-    def __init__(self, base: int, channels: int, resolution: int, norm: str = "batch", num_classes: int = 0):
+    def __init__(self, base: int, channels: int, resolution: int, norm: str = "batch", num_classes: int = 0,
+                 extra: int = 0):  # fmt: skip
         super().__init__()
         start, downs = LAYOUTS[resolution]
         # Without a norm layer the convs need biases: a bias-free LeakyReLU net is positively
         # homogeneous, D(0) = 0, and a G that outputs flat grey images would sit where D cannot push.
         bias = norm == "none"
         widths = stage_widths(base, downs)  # after each stride-2 conv; the first has no norm
-        layers = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=bias), nn.LeakyReLU(0.2, inplace=True)]
+
+        def conv(cin: int, cout: int, kernel: int, stride: int, normed: bool = True) -> list[nn.Module]:
+            layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2 - (stride == 2), bias=bias)]
+            layers += [d_norm(norm, cout)] if normed and norm != "none" else []
+            return [*layers, nn.LeakyReLU(0.2, inplace=True)]
+
+        layers = conv(channels, widths[0], 4, 2, normed=False)
+        layers += [layer for _ in range(extra) for layer in conv(widths[0], widths[0], 3, 1)]
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=bias)]
-            layers += [d_norm(norm, cout)] if norm != "none" else []
-            layers += [nn.LeakyReLU(0.2, inplace=True)]
+            layers += conv(cin, cout, 4, 2)
+            layers += [layer for _ in range(extra) for layer in conv(cout, cout, 3, 1)]
         layers += [nn.Conv2d(widths[-1], 1, start, 1, 0, bias=bias)]
         self.main = nn.Sequential(*layers)
         # the class term is a class-specific version of the last conv: <embed(y), flattened features>
@@ -104,8 +116,8 @@ def build_dcgan(cfg, num_classes: int = 0):
     check_resolution(cfg)  # the one-line error naming the legal sizes (LAYOUTS)
     norm = check_d_norm(m, ("batch", "layer", "none"), default="batch")
     classes = num_classes if m.conditional else 0
-    G = DCGANGenerator(m.z_dim, m.g_channels, d.channels, d.resolution, classes)
-    D = DCGANDiscriminator(m.d_channels, d.channels, d.resolution, norm, classes)
+    G = DCGANGenerator(m.z_dim, m.g_channels, d.channels, d.resolution, classes, m.g_extra_layers)
+    D = DCGANDiscriminator(m.d_channels, d.channels, d.resolution, norm, classes, m.d_extra_layers)
     G.apply(dcgan_init)
     D.apply(dcgan_init)
     return G, D
