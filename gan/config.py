@@ -468,7 +468,7 @@ SIZE_LIMITS = {
     "model.hidden_dim": 16384,  # the MLP's hidden layer has hidden_dim**2 weights: 268 M at the limit
     "model.g_channels": 1024,  # DCGAN's widest layer has 8x this: at 64 px, 0.5 G weights at the limit
     "model.d_channels": 1024,  # (16x DCGAN's 64, 4x SNGAN's 256)
-    "model.g_extra_layers": 16,  # dcgan, per stage: 4x the depth of SNGAN's D at that side
+    "model.g_extra_layers": 16,  # dcgan, per stage: SNGAN's CNN D has one 3x3 conv beside each stride-2 conv
     "model.d_extra_layers": 16,
     # r3gan, each entry: 2.7x R3GAN's ImageNet width of 1536; a block's two 1x1 convs hold
     # 2 x expansion x width**2 weights: 67 M at the limit with expansion 2
