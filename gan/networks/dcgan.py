@@ -14,7 +14,8 @@ With base 64, G's widths from the first feature map outwards are:
 
 D mirrors G: base at the image, doubling per stride-2 conv up to the cap, then one conv over the
 start side to the logit. Options: a class-conditional G (conditional BatchNorm) and D (projection),
-and D's normalisation (model.d_norm).
+D's normalisation (model.d_norm), and 3x3 stride-1 convs added at each stage of G and of D
+(model.g_extra_layers, model.d_extra_layers; 0, the paper's network, by default).
 """
 
 import torch
