@@ -79,16 +79,20 @@ class DCGANDiscriminator(nn.Module):
         bias = norm == "none"
         widths = stage_widths(base, downs)  # after each stride-2 conv; the first has no norm
 
-        def conv(cin: int, cout: int, kernel: int, stride: int, normed: bool = True) -> list[nn.Module]:
-            layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2 - (stride == 2), bias=bias)]
-            layers += [d_norm(norm, cout)] if normed and norm != "none" else []
-            return [*layers, nn.LeakyReLU(0.2, inplace=True)]
+        def stage(cin: int, cout: int, normed: bool = True) -> list[nn.Module]:
+            """The stride-2 conv, then the extra 3x3 convs, each with the norm (but the first stage's
+            stride-2 conv) and the activation."""
+            layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=bias), *norm_of(cout, normed), nn.LeakyReLU(0.2, True)]
+            for _ in range(extra):
+                layers += [nn.Conv2d(cout, cout, 3, 1, 1, bias=bias), *norm_of(cout), nn.LeakyReLU(0.2, True)]
+            return layers
 
-        layers = conv(channels, widths[0], 4, 2, normed=False)
-        layers += [layer for _ in range(extra) for layer in conv(widths[0], widths[0], 3, 1)]
+        def norm_of(width: int, normed: bool = True) -> list[nn.Module]:
+            return [d_norm(norm, width)] if normed and norm != "none" else []
+
+        layers = stage(channels, widths[0], normed=False)
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
-            layers += conv(cin, cout, 4, 2)
-            layers += [layer for _ in range(extra) for layer in conv(cout, cout, 3, 1)]
+            layers += stage(cin, cout)
         layers += [nn.Conv2d(widths[-1], 1, start, 1, 0, bias=bias)]
         self.main = nn.Sequential(*layers)
         # the class term is a class-specific version of the last conv: <embed(y), flattened features>
