@@ -139,7 +139,11 @@ def evaluate(run_dir: Path, num_samples: int, log) -> dict:
 
 def stored_score(run_dir: Path, step: int, num_samples: int) -> dict | None:
     """The newest record of evaluate.py's with every number of NUMBERS for that step and sample count."""
-    records = read_jsonl(RunFolder(run_dir).metrics)
+    path = RunFolder(run_dir).metrics
+    try:
+        records = read_jsonl(path)
+    except OSError as error:  # a folder or an unreadable file in its place
+        raise SystemExit(f"error: {path} cannot be read ({error.strerror}); move it away") from None
     return next((r for r in reversed(records) if r.get("step") == step and r.get("num_samples") == num_samples
                  and all(isinstance(r.get(key), int | float) for key in NUMBERS)), None)  # fmt: skip
 

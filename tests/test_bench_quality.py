@@ -120,3 +120,10 @@ def test_a_score_the_run_folder_holds_for_the_checkpoint_and_sample_count_is_rea
     assert quality.evaluate(tmp_path, 1000, log=None)["fid"] == 11.0 and len(calls) == 1
     quality.evaluate(tmp_path, 500, log=None)
     assert len(calls) == 2  # no record of 500 samples: scored
+
+
+def test_a_folder_in_place_of_a_runs_metrics_is_one_line(tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()
+    with pytest.raises(SystemExit) as error:
+        quality.stored_score(tmp_path, 900, 2000)
+    assert str(error.value).startswith(f"error: {tmp_path / 'metrics.jsonl'} cannot be read (Is a directory)")
