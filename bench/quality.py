@@ -39,8 +39,8 @@ from gan.files import read_jsonl, write_atomic
 from gan.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "r3gan_mnist",
-                 "selfcond_mnist", "selfcond_mnist_g64", "selfcond_mnist_deep"]  # fmt: skip
+MNIST_PRESETS = ["vanilla_mnist", "dcgan_mnist", "wgan_gp_mnist", "sngan_mnist", "cgan_mnist", "cgan_mnist_deep",
+                 "r3gan_mnist", "selfcond_mnist", "selfcond_mnist_g64", "selfcond_mnist_deep"]  # fmt: skip
 GUIDE = "guide"  # not a preset: the guide's own loop (bench/guide_run.py), timed and scored the same way
 NUMBERS = ["fid", "fd_mnist", "precision", "recall"]  # what evaluate.py gives each run
 NEVER = 10**9  # train.steps and train.checkpoint_every that the budget ends long before

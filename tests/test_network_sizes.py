@@ -9,6 +9,7 @@ one-line error. And the parameter counts (64 to 256 px) that docs/configuration.
 with `pytest -rP`.
 """
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -212,3 +213,14 @@ def test_extra_layers_are_refused_for_other_networks():
     with pytest.raises(GanError) as error:
         config("resnet", 28, "model.d_extra_layers=1")
     assert str(error.value) == "model.d_extra_layers=1 applies to model.network=dcgan only, not resnet; set it to 0"
+
+
+@pytest.mark.parametrize(("deep", "base"), [("selfcond_mnist_deep", "selfcond_mnist"), ("cgan_mnist_deep", "cgan_mnist")])
+def test_a_deep_preset_is_its_base_preset_with_one_extra_conv_per_g_stage(deep, base):
+    """The README's rows of the deep presets were trained as their base preset with model.g_extra_layers=1:
+    the resolved configs must differ in the preset's name only."""
+    presets = Path(__file__).resolve().parents[1] / "configs"
+    made = dataclasses.asdict(load_config(presets / f"{deep}.yaml"))
+    expected = dataclasses.asdict(load_config(presets / f"{base}.yaml", ["model.g_extra_layers=1"]))
+    assert made.pop("preset") == deep and expected.pop("preset") == base
+    assert made == expected
