@@ -18,8 +18,9 @@ A markdown table (the mean over the seeds and their range) goes to stdout and ev
 buys another number of steps in the same minutes) and the load average when each training started
 and ended. Run it on an otherwise idle machine: the budget is wall time, so
 a busy CPU means fewer steps. `--phase train` runs the timed trainings alone, back to back, and
-`--phase score` (same --presets and --seeds) evaluates them later, when the machine may be busy; a run
-scored before with the same --num-samples keeps its score (read from its metrics.jsonl).
+`--phase score` evaluates them later, when the machine may be busy (by default every run OUT/quality.json
+holds; --presets and --seeds choose among them); a run scored before with the same --num-samples keeps
+its score (read from its metrics.jsonl).
 """
 
 import argparse
@@ -191,9 +192,10 @@ def summary(runs: list[dict], key: str, digits: int = 1) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall time per preset")
-    parser.add_argument("--presets", default=",".join(MNIST_PRESETS),
-                        help=f"comma-separated preset names; {GUIDE!r} is the guide's own loop")  # fmt: skip
-    parser.add_argument("--seeds", default="0", type=seed_list, help="comma-separated train.seed values (default 0)")
+    parser.add_argument("--presets", help=f"comma-separated preset names; {GUIDE!r} is the guide's own loop (default: "
+                        "every MNIST preset; with --phase score, those OUT/quality.json holds)")  # fmt: skip
+    parser.add_argument("--seeds", type=seed_list, help="comma-separated train.seed values (default 0; with --phase "
+                        "score, those OUT/quality.json holds)")  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=2000, help="generated images for FID")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality", help="folder for the runs")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for training (default: every core)")
@@ -207,6 +209,9 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.minutes < float("inf"):
         raise SystemExit(f"error: --minutes {args.minutes:g}: give a positive number of minutes, e.g. 10")
+    store = args.out / "quality.json"
+    stored = read_store(store)  # earlier invocations' runs, kept
+    args.presets, args.seeds = runs_asked_for(args, stored, store)
     check_sets(args.presets.split(","), args.sets)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -214,8 +219,6 @@ def main() -> None:
         raise SystemExit(f"error: --out {args.out} cannot be made a folder ({error.strerror})") from None
     print(f"{os.cpu_count()} CPUs; {args.minutes:g} min of training per preset and seed; FID from "
           f"{args.num_samples} samples against the 5,000 embedded digits", file=sys.stderr)  # fmt: skip
-    store = args.out / "quality.json"
-    stored = read_store(store)  # earlier invocations' runs, kept
     results = {}
     for preset in args.presets.split(","):
         for seed in args.seeds:
@@ -239,6 +242,18 @@ def main() -> None:
     if args.phase == "train":
         return
     print(table(results, args))
+
+
+def runs_asked_for(args, stored: dict, store: Path) -> tuple[str, list[int]]:
+    """--presets and --seeds, or their defaults: every MNIST preset and seed 0 to train; to score, the
+    presets the record holds and every seed it holds of them, so a later --phase score needs only --out."""
+    if args.phase != "score":
+        return args.presets or ",".join(MNIST_PRESETS), args.seeds or [0]
+    presets = args.presets.split(",") if args.presets else list(stored)
+    if not presets:
+        raise SystemExit(f"error: {store} holds no runs to score; train them with --phase train first")
+    seeds = args.seeds or sorted({run["seed"] for preset in presets for run in stored.get(preset, [])})
+    return ",".join(presets), seeds or [0]
 
 
 def table(results: dict, args) -> str:

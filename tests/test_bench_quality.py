@@ -127,3 +127,33 @@ def test_a_folder_in_place_of_a_runs_metrics_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as error:
         quality.stored_score(tmp_path, 900, 2000)
     assert str(error.value).startswith(f"error: {tmp_path / 'metrics.jsonl'} cannot be read (Is a directory)")
+
+
+def test_score_without_presets_or_seeds_scores_the_runs_the_record_holds(tmp_path, monkeypatch, capsys):
+    """`--phase score --out OUT` alone: the presets and seeds come from OUT/quality.json, and the table's
+    command names them. Each run's metrics.jsonl holds its score, so evaluate.py is not started."""
+    record = {"wgan_gp_mnist": [dict(RUN, seed=s, threads=2) for s in (2, 0)],
+              "cgan_mnist": [dict(RUN, seed=s, threads=2, overrides=["model.g_extra_layers=1"]) for s in (0, 2)]}  # fmt: skip
+    (tmp_path / "quality.json").write_text(json.dumps(record))
+    for name in ("wgan_gp_mnist-seed0", "wgan_gp_mnist-seed2", "cgan_mnist-seed0", "cgan_mnist-seed2"):
+        (tmp_path / name).mkdir()
+        score = {"step": 10, "num_samples": 2000, "fid": 70.0, "fd_mnist": 40.0, "precision": 0.2, "recall": 0.3}
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps(score) + "\n")
+    monkeypatch.setattr(quality, "resolve_checkpoint", lambda run_dir: argparse.Namespace(meta={"step": 10}))
+    monkeypatch.setattr(quality.subprocess, "run", lambda *a, **k: pytest.fail("evaluate.py started"))
+    monkeypatch.setattr(sys, "argv", ["bench.quality", "--phase", "score", "--out", str(tmp_path)])
+    quality.main()
+    out = capsys.readouterr().out
+    assert "| `wgan_gp_mnist` | 10 (10–10) | 1 (1–1) | 70.0 (70.0–70.0) |" in out and "| `cgan_mnist` `model.g_extra_layers=1` |" in out
+    assert "--presets wgan_gp_mnist,cgan_mnist --seeds 0,2 " in out
+    # --seeds chooses among them; a seed the record lacks is one line
+    monkeypatch.setattr(sys, "argv", ["bench.quality", "--phase", "score", "--out", str(tmp_path), "--seeds", "1"])
+    with pytest.raises(SystemExit, match="has no run wgan_gp_mnist-seed1; train it with --phase train first"):
+        quality.main()
+
+
+def test_score_of_an_empty_record_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench.quality", "--phase", "score", "--out", str(tmp_path / "new")])
+    with pytest.raises(SystemExit, match="quality.json holds no runs to score; train them with --phase train first"):
+        quality.main()
+    assert not (tmp_path / "new").exists()
