@@ -215,12 +215,17 @@ def test_extra_layers_are_refused_for_other_networks():
     assert str(error.value) == "model.d_extra_layers=1 applies to model.network=dcgan only, not resnet; set it to 0"
 
 
-@pytest.mark.parametrize(("deep", "base"), [("selfcond_mnist_deep", "selfcond_mnist"), ("cgan_mnist_deep", "cgan_mnist")])
-def test_a_deep_preset_is_its_base_preset_with_one_extra_conv_per_g_stage(deep, base):
-    """The README's rows of the deep presets were trained as their base preset with model.g_extra_layers=1:
-    the resolved configs must differ in the preset's name only."""
+DEEP_AS_RUN = [("selfcond_mnist_deep", "selfcond_mnist", ["model.g_extra_layers=1"]),
+               ("selfcond_mnist_deep", "selfcond_mnist_g64", ["model.g_channels=32", "model.g_extra_layers=1"]),
+               ("cgan_mnist_deep", "cgan_mnist", ["model.g_extra_layers=1"])]  # fmt: skip
+
+
+@pytest.mark.parametrize(("deep", "base", "overrides"), DEEP_AS_RUN)
+def test_a_deep_preset_is_the_base_preset_and_overrides_its_readme_row_was_trained_with(deep, base, overrides):
+    """The README's rows of the deep presets were trained as another preset with --set overrides (the
+    commands in its results): the resolved configs must differ in the preset's name only."""
     presets = Path(__file__).resolve().parents[1] / "configs"
     made = dataclasses.asdict(load_config(presets / f"{deep}.yaml"))
-    expected = dataclasses.asdict(load_config(presets / f"{base}.yaml", ["model.g_extra_layers=1"]))
+    expected = dataclasses.asdict(load_config(presets / f"{base}.yaml", overrides))
     assert made.pop("preset") == deep and expected.pop("preset") == base
     assert made == expected
