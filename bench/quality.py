@@ -123,7 +123,10 @@ def evaluate(run_dir: Path, num_samples: int, log) -> dict:
     """FID, fd_mnist, precision and recall of the newest checkpoint, by evaluate.py. A score the run
     folder's metrics.jsonl already holds for that checkpoint and sample count is read, not made again:
     a second --phase score over more seeds scores only the new runs."""
-    step = resolve_checkpoint(run_dir).meta["step"]
+    try:
+        step = resolve_checkpoint(run_dir).meta["step"]
+    except GanError as error:  # the run folder lost its checkpoints, or is not a run folder
+        raise SystemExit(f"error: {error}") from None
     record = stored_score(run_dir, step, num_samples)
     if record is None:
         cmd = [sys.executable, "evaluate.py", str(run_dir), "--metrics", "fid,fd_mnist,prc", "--num-samples",

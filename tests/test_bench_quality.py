@@ -157,3 +157,10 @@ def test_score_of_an_empty_record_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="quality.json holds no runs to score; train them with --phase train first"):
         quality.main()
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_without_a_checkpoint_to_score_is_one_line(tmp_path):
+    (tmp_path / "checkpoints").mkdir()  # emptied: a run folder whose checkpoints were moved away
+    with pytest.raises(SystemExit) as error:
+        quality.evaluate(tmp_path, 2000, log=None)
+    assert str(error.value).startswith(f"error: run folder '{tmp_path}' has no complete checkpoint")
