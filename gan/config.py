@@ -51,6 +51,10 @@ class ModelConfig:
     # paper's network (its reference code's n_extra_layers adds them at the image side only)
     g_extra_layers: int = 0
     d_extra_layers: int = 0
+    # dcgan only: D's last feature map gains one channel, the standard deviation of the features over each
+    # group of this many images of a batch (ProGAN's minibatch standard deviation; StyleGAN2's group of 4);
+    # 0 = off. train.batch_size must be a multiple of it.
+    d_mbstd_group: int = 0
     # r3gan only, the other networks ignore these four. widths: channels per stage from the first feature
     # map (4x4; 7x7 at 28 px) up to the image, one stage per side, shared by G and D (D runs the list
     # backwards); None = G's stages all g_channels wide, D's all d_channels
@@ -470,6 +474,7 @@ SIZE_LIMITS = {
     "model.d_channels": 1024,  # (16x DCGAN's 64, 4x SNGAN's 256)
     "model.g_extra_layers": 16,  # dcgan, per stage: SNGAN's CNN D has one 3x3 conv beside each stride-2 conv
     "model.d_extra_layers": 16,
+    "model.d_mbstd_group": 64,  # 16x StyleGAN2's 4; a group is that many images of one process's batch
     # r3gan, each entry: 2.7x R3GAN's ImageNet width of 1536; a block's two 1x1 convs hold
     # 2 x expansion x width**2 weights: 67 M at the limit with expansion 2
     "model.widths": 4096,
@@ -521,6 +526,7 @@ def validate(cfg: Config) -> None:
     )  # fmt: skip
     _validate_stages(cfg)
     _validate_extra_layers(cfg)
+    _validate_mbstd(cfg)
     _check(cfg.data.channels in (1, 3), f"data.channels must be 1 or 3, got {cfg.data.channels}")
     _check(
         len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
@@ -619,6 +625,16 @@ def _validate_extra_layers(cfg: Config) -> None:
         _check(0 <= value <= top, f"model.{key} must be in [0, {top}], got {value}")
         _check(value == 0 or cfg.model.network == "dcgan",
                f"model.{key}={value} applies to model.network=dcgan only, not {cfg.model.network}; set it to 0")  # fmt: skip
+
+
+def _validate_mbstd(cfg: Config) -> None:
+    """model.d_mbstd_group: 0, or a group size that divides train.batch_size, for the dcgan family only."""
+    group, top, batch = cfg.model.d_mbstd_group, SIZE_LIMITS["model.d_mbstd_group"], cfg.train.batch_size
+    _check(group == 0 or 2 <= group <= top, f"model.d_mbstd_group must be 0 (off) or in [2, {top}], got {group}")
+    _check(group == 0 or cfg.model.network == "dcgan",
+           f"model.d_mbstd_group={group} applies to model.network=dcgan only, not {cfg.model.network}; set it to 0")  # fmt: skip
+    _check(group == 0 or batch % group == 0,
+           f"model.d_mbstd_group={group} must divide train.batch_size={batch}: D groups the images of each batch")  # fmt: skip
 
 
 def _validate_family(cfg: Config) -> None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from gan.config import load_config
 from gan.errors import GanError
 from gan.networks import build_networks
+from gan.networks._layers import MinibatchStd
 from gan.networks._resolutions import check_resolution, supported_resolutions
 
 RECORDED = Path(__file__).with_name("network_params_28_to_64px.json")
@@ -213,6 +214,49 @@ def test_extra_layers_are_refused_for_other_networks():
     with pytest.raises(GanError) as error:
         config("resnet", 28, "model.d_extra_layers=1")
     assert str(error.value) == "model.d_extra_layers=1 applies to model.network=dcgan only, not resnet; set it to 0"
+
+
+def test_minibatch_std_adds_one_channel_per_group_and_keeps_the_parts_of_a_batch_apart():
+    """model.d_mbstd_group: D's last feature map gains a channel holding, for each group of that many
+    consecutive images, the mean over features of their standard deviation. run_D scores the real and
+    the generated batch in one call: a group of identical images next to a varied one keeps its ~0."""
+    layer = MinibatchStd(4)
+    same = torch.randn(1, 3, 2, 2).expand(8, 3, 2, 2)  # the first part: one image, 8 times
+    varied = torch.randn(8, 3, 2, 2)
+    out = layer(torch.cat([same, varied]))
+    assert out.shape == (16, 4, 2, 2) and torch.equal(out[:, :3], torch.cat([same, varied]))
+    channel = out[:, 3]
+    assert channel[:8].max() < 1e-3  # sqrt of the 1e-8 that keeps the root's gradient finite
+    # each group of the varied part: its own population std, the same at every image and position
+    expected = torch.stack([g.var(0, unbiased=False).add(1e-8).sqrt().mean() for g in varied.split(4)])
+    assert torch.allclose(channel[8:].reshape(2, 4 * 2 * 2), expected[:, None].expand(2, 16))
+
+
+def test_dcgan_mbstd_widens_d_last_conv_and_projection_by_one_channel():
+    base = config("dcgan", 28, "model.d_channels=4", "model.conditional=true")
+    mbstd = config("dcgan", 28, "model.d_channels=4", "model.conditional=true", "model.d_mbstd_group=4")
+    (_, D0), (_, D) = build_networks(base, NUM_CLASSES), build_networks(mbstd, NUM_CLASSES)
+    width = D0.main[-1].weight.shape[1]  # the last conv's input channels: D's widest stage
+    assert D.main[-1].weight.shape[1] == width + 1
+    assert D.projection.embed.weight.shape[1] == (width + 1) * 7 * 7
+    assert sum(p.numel() for p in D.parameters()) - sum(p.numel() for p in D0.parameters()) == 7 * 7 * (1 + NUM_CLASSES)
+    images, labels = torch.randn(8, 1, 28, 28, requires_grad=True), torch.arange(8) % NUM_CLASSES
+    D(images, labels).sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.d_mbstd_group=1"], "model.d_mbstd_group must be 0 (off) or in [2, 64], got 1"),
+    (["model.d_mbstd_group=65"], "model.d_mbstd_group must be 0 (off) or in [2, 64], got 65"),
+    (["model.d_mbstd_group=3"], "model.d_mbstd_group=3 must divide train.batch_size=64: D groups the images of "
+                                "each batch"),
+    (["model.network=resnet", "model.d_mbstd_group=4"],
+     "model.d_mbstd_group=4 applies to model.network=dcgan only, not resnet; set it to 0"),
+])  # fmt: skip
+def test_mbstd_group_errors_are_one_line(overrides, message):
+    with pytest.raises(GanError) as error:
+        config("dcgan", 28, "train.batch_size=64", *overrides)
+    assert str(error.value) == message
 
 
 DEEP_AS_RUN = [("selfcond_mnist_deep", "selfcond_mnist", ["model.g_extra_layers=1"]),

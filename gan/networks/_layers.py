@@ -1,4 +1,5 @@
-"""Layers shared by the network families: conditional BatchNorm, the projection head, D's norms, spectral norm."""
+"""Layers shared by the network families: conditional BatchNorm, the projection head, minibatch standard
+deviation, D's norms, spectral norm."""
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,27 @@ class Projection(nn.Module):
         return (self.embed(labels) * h).sum(1)
 
 
+
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation of each feature over a group of `group` consecutive
+    images, averaged over channels and positions, the same for every image of the group (Karras et al.
+    2018, ProGAN; StyleGAN2's layer with one channel). D sees how varied a group of images is, which
+    single images cannot show it, so a G that covers few modes is easier to tell apart.
+
+    Groups are consecutive images, so when D scores several parts of one batch in one call (gan.steps.run_D:
+    real, then generated) no group mixes two parts, as long as the group size divides each part's size.
+    """
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        grouped = x.float().unflatten(0, (n // self.group, self.group))  # (groups, group, C, H, W)
+        std = grouped.var(1, unbiased=False).add(1e-8).sqrt().mean((1, 2, 3))  # one number per group
+        channel = std.repeat_interleave(self.group)[:, None, None, None].expand(n, 1, h, w)
+        return torch.cat([x, channel.to(x.dtype)], 1)
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):

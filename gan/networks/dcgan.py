@@ -14,15 +14,16 @@ With base 64, G's widths from the first feature map outwards are:
 
 D mirrors G: base at the image, doubling per stride-2 conv up to the cap, then one conv over the
 start side to the logit. Options: a class-conditional G (conditional BatchNorm) and D (projection),
-D's normalisation (model.d_norm), and 3x3 stride-1 convs added at each stage of G and of D
-(model.g_extra_layers, model.d_extra_layers; 0, the paper's network, by default).
+D's normalisation (model.d_norm), 3x3 stride-1 convs added at each stage of G and of D
+(model.g_extra_layers, model.d_extra_layers; 0, the paper's network, by default), and a minibatch
+standard deviation channel before D's last conv (model.d_mbstd_group).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.networks._layers import LabelledSequential, Projection, check_d_norm, d_norm, g_norm
+from gan.networks._layers import LabelledSequential, MinibatchStd, Projection, check_d_norm, d_norm, g_norm
 from gan.networks._resolutions import check_resolution
 from gan.registry import NETWORKS
 
@@ -71,7 +72,7 @@ class DCGANDiscriminator(nn.Module):
     """norm: batch (DCGAN), layer or none. num_classes > 0: a projection discriminator."""
 
     def __init__(self, base: int, channels: int, resolution: int, norm: str = "batch", num_classes: int = 0,
-                 extra: int = 0):  # fmt: skip
+                 extra: int = 0, mbstd_group: int = 0):  # fmt: skip
         super().__init__()
         start, downs = LAYOUTS[resolution]
         # Without a norm layer the convs need biases: a bias-free LeakyReLU net is positively
@@ -93,10 +94,13 @@ class DCGANDiscriminator(nn.Module):
         layers = stage(channels, widths[0], normed=False)
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
             layers += stage(cin, cout)
-        layers += [nn.Conv2d(widths[-1], 1, start, 1, 0, bias=bias)]
+        if mbstd_group:  # one more channel into the last conv (and the projection)
+            layers.append(MinibatchStd(mbstd_group))
+        last = widths[-1] + (1 if mbstd_group else 0)
+        layers += [nn.Conv2d(last, 1, start, 1, 0, bias=bias)]
         self.main = nn.Sequential(*layers)
         # the class term is a class-specific version of the last conv: <embed(y), flattened features>
-        self.projection = Projection(num_classes, widths[-1] * start * start) if num_classes else None
+        self.projection = Projection(num_classes, last * start * start) if num_classes else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.projection is None:
@@ -122,7 +126,7 @@ def build_dcgan(cfg, num_classes: int = 0):
     norm = check_d_norm(m, ("batch", "layer", "none"), default="batch")
     classes = num_classes if m.conditional else 0
     G = DCGANGenerator(m.z_dim, m.g_channels, d.channels, d.resolution, classes, m.g_extra_layers)
-    D = DCGANDiscriminator(m.d_channels, d.channels, d.resolution, norm, classes, m.d_extra_layers)
+    D = DCGANDiscriminator(m.d_channels, d.channels, d.resolution, norm, classes, m.d_extra_layers, m.d_mbstd_group)
     G.apply(dcgan_init)
     D.apply(dcgan_init)
     return G, D
