@@ -78,7 +78,10 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         grouped = x.float().unflatten(0, (n // self.group, self.group))  # (groups, group, C, H, W)
-        std = grouped.var(1, unbiased=False).add(1e-8).sqrt().mean((1, 2, 3))  # one number per group
+        # the variance spelled out: Tensor.var's backward over this middle dimension is several times
+        # slower on the CPU (docs/performance.md)
+        centred = grouped - grouped.mean(1, keepdim=True)
+        std = centred.square().mean(1).add(1e-8).sqrt().mean((1, 2, 3))  # one number per group
         channel = std.repeat_interleave(self.group)[:, None, None, None].expand(n, 1, h, w)
         return torch.cat([x, channel.to(x.dtype)], 1)
 
