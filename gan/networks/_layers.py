@@ -60,12 +60,11 @@ class Projection(nn.Module):
         return (self.embed(labels) * h).sum(1)
 
 
-
 class MinibatchStd(nn.Module):
     """Appends one channel: the standard deviation of each feature over a group of `group` consecutive
     images, averaged over channels and positions, the same for every image of the group (Karras et al.
-    2018, ProGAN; StyleGAN2's layer with one channel). D sees how varied a group of images is, which
-    single images cannot show it, so a G that covers few modes is easier to tell apart.
+    2018, ProGAN; StyleGAN2's layer with one channel). D sees how varied a group of images is, which no
+    single image shows, so a G that covers few modes is easier to tell apart.
 
     Groups are consecutive images, so when D scores several parts of one batch in one call (gan.steps.run_D:
     real, then generated) no group mixes two parts, as long as the group size divides each part's size.
