@@ -623,16 +623,21 @@ def _validate_extra_layers(cfg: Config) -> None:
     for key in ("g_extra_layers", "d_extra_layers"):
         value, top = getattr(cfg.model, key), SIZE_LIMITS[f"model.{key}"]
         _check(0 <= value <= top, f"model.{key} must be in [0, {top}], got {value}")
-        _check(value == 0 or cfg.model.network == "dcgan",
-               f"model.{key}={value} applies to model.network=dcgan only, not {cfg.model.network}; set it to 0")  # fmt: skip
+        _dcgan_only(cfg, key)
+
+
+def _dcgan_only(cfg: Config, key: str) -> None:
+    """A model key that only the dcgan family reads must be 0 for the others."""
+    value = getattr(cfg.model, key)
+    _check(value == 0 or cfg.model.network == "dcgan",
+           f"model.{key}={value} applies to model.network=dcgan only, not {cfg.model.network}; set it to 0")  # fmt: skip
 
 
 def _validate_mbstd(cfg: Config) -> None:
     """model.d_mbstd_group: 0, or a group size that divides train.batch_size, for the dcgan family only."""
     group, top, batch = cfg.model.d_mbstd_group, SIZE_LIMITS["model.d_mbstd_group"], cfg.train.batch_size
     _check(group == 0 or 2 <= group <= top, f"model.d_mbstd_group must be 0 (off) or in [2, {top}], got {group}")
-    _check(group == 0 or cfg.model.network == "dcgan",
-           f"model.d_mbstd_group={group} applies to model.network=dcgan only, not {cfg.model.network}; set it to 0")  # fmt: skip
+    _dcgan_only(cfg, "d_mbstd_group")
     _check(group == 0 or batch % group == 0,
            f"model.d_mbstd_group={group} must divide train.batch_size={batch}: D groups the images of each batch")  # fmt: skip
 
