@@ -19,6 +19,7 @@ from gan.errors import GanError, quote
 from gan.prepared import RowReader, open_prepared, request_key, write_prepared
 from gan.registry import DATASETS
 
+TO_DEVICE_ROWS = 4096  # rows per slice when ImageData.to copies a memory map
 ON_DEVICE_FRACTION = 0.25  # data.on_device copies a set to the GPU only below this share of its memory
 
 
@@ -44,8 +45,16 @@ class ImageData:
         return torch.from_numpy(images), self.labels[torch.from_numpy(index)]
 
     def to(self, device) -> "ImageData":
-        images = self.images if isinstance(self.images, torch.Tensor) else torch.from_numpy(np.asarray(self.images))
-        return ImageData(images.to(device), self.labels.to(device), self.num_classes, self.digest, self.path)
+        """The set on `device`. A memory map is copied in slices of TO_DEVICE_ROWS rows, so the host never
+        holds a second whole copy (and no tensor ever views the read-only map)."""
+        if isinstance(self.images, torch.Tensor):
+            images = self.images.to(device)
+        else:
+            images = torch.empty(self.images.shape, dtype=torch.uint8, device=device)
+            for start in range(0, len(images), TO_DEVICE_ROWS):
+                rows = slice(start, start + TO_DEVICE_ROWS)
+                images[rows] = as_tensor(self.images[rows])
+        return ImageData(images, self.labels.to(device), self.num_classes, self.digest, self.path)
 
 
 class BatchedImages(Dataset):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from helpers import PYTHON, ROOT, TINY, assert_user_error, base_env, run, snapshot, train
 from PIL import Image
 
-from gan.data import fit_images
+from gan.data import ImageData, fit_images
 from gan.datasets._images import decode_image, list_images
 
 CLASSES = ("cats", "dogs", "owls")
@@ -248,3 +249,18 @@ def test_named_sets_are_prepared_once_in_the_cache(tmp_path, monkeypatch, capsys
     build_data(load_config(ROOT / "configs/dcgan_mnist.yaml", ["data.resolution=32"]))
     assert capsys.readouterr().out.count("preparing data.name=mnist5k at 32 px") == 1
     assert len(list((tmp_path / "cache" / "data").iterdir())) == 2
+
+
+def test_a_memory_map_moves_to_a_device_in_slices_without_a_view_of_it(tmp_path, monkeypatch):
+    # data.on_device's copy (ImageData.to): a read-only memory map of 10 rows, 4 rows per slice, goes
+    # to the device as a tensor of its own, equal to it, with no warning about a non-writable array.
+    path = tmp_path / "images.npy"
+    np.save(path, np.arange(10 * 1 * 2 * 2, dtype=np.uint8).reshape(10, 1, 2, 2))
+    images = np.load(path, mmap_mode="r")
+    monkeypatch.setattr("gan.data.TO_DEVICE_ROWS", 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        moved = ImageData(images, torch.arange(10), 1).to("cpu")
+    assert torch.equal(moved.images, torch.from_numpy(np.array(images))) and moved.images.dtype == torch.uint8
+    moved.images += 1  # its own memory: the map is unchanged
+    assert np.array_equal(np.load(path), np.arange(40, dtype=np.uint8).reshape(10, 1, 2, 2))
