@@ -1,18 +1,20 @@
 """Screen levers at equal steps: train several variants side by side, then score their checkpoints.
 
 python -m bench.screen --variant "NAME PRESET [KEY=VALUE ...]" [--variant ...] --every 6250 --max-steps 50000
-                       [--minutes 7] [--parallel 8] [--mixed-precision bf16] [--num-samples 2000] --out DIR
+                       [--minutes 7] [--parallel 8] [--threads 1] [--mixed-precision bf16] [--num-samples 2000]
+                       --out DIR
 
 The 10-minute protocol (bench/quality.py) fixes wall time, so the CPU decides the steps; this fixes
 the steps instead, so a lever's effect per step is read apart from its cost per step, and many
 variants run at once on a machine with more cores or a GPU (a pre-screen: a lever that wins here is
 then timed by bench/quality.py). Each variant is `python train.py --config configs/PRESET.yaml
---run-dir OUT/NAME KEY=VALUE ...` with a checkpoint every --every steps (all kept), one process and
-one thread each, --parallel at a time. After --minutes from the first launch, every training still
-running gets SIGTERM (it checkpoints and exits 75), so a run cut short still has its checkpoints.
-Then `evaluate.py OUT/NAME --metrics fid,fd_mnist --checkpoints S1,S2,...` scores every multiple of
---every each run reached (the first run alone, so the real statistics are cached once, then the rest
---parallel at a time). The numbers go to OUT/screen.json and a markdown table to stdout.
+--run-dir OUT/NAME KEY=VALUE ...` with a checkpoint every --every steps (all kept), one process of
+--threads threads each, --parallel at a time. After --minutes from the first launch, every training
+still running gets one SIGTERM (it checkpoints and exits 75), so a run cut short keeps its
+checkpoints. Then `evaluate.py OUT/NAME --metrics fid,fd_mnist --checkpoints S1,S2,...` scores every
+multiple of --every each run reached and its newest checkpoint (the first run alone, so the real
+statistics are cached once, then the rest --parallel at a time, the cores shared among them). The
+numbers go to OUT/screen.json and a markdown table to stdout.
 """
 
 import argparse
@@ -57,9 +59,10 @@ def train_command(preset: str, run_dir: Path, sets: list[str], every: int, max_s
             "train.keep_checkpoints=1000", "tracking.backend=none"]  # fmt: skip
 
 
-def train_all(variants, out: Path, every: int, max_steps: int, seconds: float, parallel: int, precision: str):
+def train_all(variants, out: Path, every: int, max_steps: int, seconds: float, parallel: int, precision: str,
+              threads: int = 1):  # fmt: skip
     """Every variant trained, --parallel at a time, each stopped by SIGTERM at the deadline if still running."""
-    env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1",
+    env = dict(os.environ, TQDM_DISABLE="1", WANDB_MODE="disabled", OMP_NUM_THREADS=str(threads),
                ACCELERATE_MIXED_PRECISION=precision)  # fmt: skip
     waiting, running, codes, stopped = list(variants), {}, {}, set()
     deadline = time.monotonic() + seconds
@@ -99,8 +102,9 @@ def scored_steps(run_dir: Path, every: int) -> list[int]:
 def score_all(names: list[str], out: Path, every: int, num_samples: int, parallel: int) -> None:
     """evaluate.py on each run's checkpoints at multiples of --every: the first alone (it caches the real
     statistics), then the rest --parallel at a time."""
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     jobs = [(name, steps) for name in names if (steps := scored_steps(out / name, every))]
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(parallel, len(jobs))))  # the cores shared among them
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS=str(threads))
     running = []
     for i, (name, steps) in enumerate(jobs):
         cmd = [sys.executable, "evaluate.py", str(out / name), "--metrics", ",".join(METRICS),
@@ -152,6 +156,7 @@ def main() -> None:
         "--minutes", type=float, default=7.0, help="wall time before SIGTERM to all trainings"
     )
     parser.add_argument("--parallel", type=int, default=8, help="trainings (and evaluations) at a time")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each training")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
@@ -159,8 +164,10 @@ def main() -> None:
     variants = [parse_variant(text) for text in args.variant]
     if len({name for name, _, _ in variants}) != len(variants):
         raise SystemExit("error: --variant names must be distinct")
-    if not 0 < args.every <= args.max_steps or args.parallel < 1 or not 0 < args.minutes < float("inf"):
-        raise SystemExit("error: need 0 < --every <= --max-steps, --parallel >= 1 and --minutes > 0 (finite)")
+    if not 0 < args.every <= args.max_steps or min(args.parallel, args.threads) < 1:
+        raise SystemExit("error: need 0 < --every <= --max-steps, and --parallel and --threads >= 1")
+    if not 0 < args.minutes < float("inf"):
+        raise SystemExit(f"error: --minutes {args.minutes}: give a positive number of minutes")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise SystemExit(f"error: --out {args.out} exists and is not an empty folder; choose another --out")
     try:
@@ -169,7 +176,7 @@ def main() -> None:
         raise SystemExit(f"error: --out {args.out} cannot be made a folder ({error.strerror})") from None
     start = time.monotonic()
     codes = train_all(variants, args.out, args.every, args.max_steps, args.minutes * 60, args.parallel,
-                      args.mixed_precision)  # fmt: skip
+                      args.mixed_precision, args.threads)  # fmt: skip
     trained = time.monotonic() - start
     bad = {name: code for name, code in codes.items() if code not in (0, EXIT_PREEMPTED)}
     if bad:

@@ -54,6 +54,13 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum = self.signum or signum
 
+    def honoured(self) -> None:
+        """The stop's checkpoint is written: SIGTERM and SIGUSR1 are ignored from now on. Python puts the
+        default handlers back while it shuts down, so one more arriving then (a scheduler or a user
+        signalling again) would kill the process by the signal instead of letting it exit 75."""
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else "a signal on another process"
 
@@ -234,6 +241,7 @@ def run_training(cfg: Config, run_dir: Path, accelerator, stop: StopRequest, dat
                 then = "to be requeued" if exit_code == EXIT_PREEMPTED else "(run the same command to resume)"
                 accelerator.print(f"{stop.name()}: checkpoint written at step {state.step}; "
                                   f"exiting with code {exit_code} {then}")  # fmt: skip
+                stop.honoured()
                 if exit_code == EXIT_PREEMPTED:
                     logger.mark_preempting()
                 break

@@ -60,7 +60,7 @@ def test_a_variant_is_checked_before_anything_trains():
                                         (["--variant", "x dcgan_mnist model.nope=1"], "--variant x: "),
                                         (["--variant", "a/b dcgan_mnist"], "NAME in letters"),
                                         (["--variant", "x dcgan_mnist", "--variant", "x dcgan_mnist"], "distinct"),
-                                        (["--minutes", "nan"], "--minutes > 0"),
+                                        (["--minutes", "nan"], "--minutes nan"),
                                         (["--every", "0"], "0 < --every"),
                                         (["--out", "FILE"], "is not an empty folder")])  # fmt: skip
 def test_bad_arguments_are_one_line_before_anything_trains(tmp_path, args, says):

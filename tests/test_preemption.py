@@ -10,9 +10,11 @@ workers. So a batch script runs the launcher under `trap "" USR1` and the signal
 import json
 import re
 import signal
+import subprocess
 import time
 
-from helpers import TINY, base_env, run, train_cmd
+import pytest
+from helpers import PYTHON, ROOT, TINY, base_env, run, train_cmd
 from jobs import (
     Background,
     assert_complete,
@@ -52,16 +54,19 @@ def logged_after(run_dir, step: int) -> bool:
 
 
 def signal_during_save(job: Background, run_dir, signum) -> int:
-    """Send signum, then again every half millisecond while the checkpoint is being written, until it
-    is in place. Returns how many signals arrived while the temporary folder existed."""
-    before = set(steps_saved(run_dir))
+    """Send signum, then again every half millisecond while the checkpoint is being written and after
+    it is in place, until the process exits (Python's shutdown puts the default handler back: a signal
+    then would kill it). Returns how many signals arrived while the temporary folder existed."""
     job.proc.send_signal(signum)
     during = 0
     deadline = time.monotonic() + 120
-    while job.proc.poll() is None and time.monotonic() < deadline and set(steps_saved(run_dir)) == before:
-        if temporary_folders(run_dir):
+    while job.proc.poll() is None and time.monotonic() < deadline:
+        saving = bool(temporary_folders(run_dir))
+        try:
             job.proc.send_signal(signum)
-            during += 1
+        except ProcessLookupError:  # exited between poll() and the signal
+            break
+        during += saving
         time.sleep(0.0005)
     return during
 
@@ -83,7 +88,7 @@ def test_one_process_stops_checkpoints_and_resumes_and_a_second_trainer_is_refus
     (wandb_file,) = wandb_files(run_dir)
     assert "preempting" in {r.WhichOneof("record_type") for r in records(wandb_file)}
 
-    # Relaunch; then SIGTERM, and SIGTERM again and again while the checkpoint is being written.
+    # Relaunch; then SIGTERM, and SIGTERM again and again while the checkpoint is being written and after.
     with Background(python_train(run_dir, *ENDLESS), tmp_path / "second.log", OFFLINE) as job:
         wait_until(lambda: logged_after(run_dir, first + 2), job, "training after the resume")
         during_save = signal_during_save(job, run_dir, signal.SIGTERM)
@@ -162,3 +167,31 @@ def test_two_processes_stop_at_the_same_step_and_resume(tmp_path):
     output = stop_two_processes(run_dir, tmp_path / "3.log", "sigterm_to_the_launcher")
     assert resumed_from(output) == second and "SIGTERM: checkpoint written" in output
     assert_stopped_together(run_dir, output, [first, second])
+
+
+# A process that was asked to stop, wrote its checkpoint and is exiting 75; a global's __del__ holds it in
+# Python's shutdown for 2 s, after the point where Python puts the default signal handlers back.
+EXITING = """
+import os, signal, sys, time
+from gan.train_loop import StopRequest
+stop = StopRequest()
+os.kill(os.getpid(), signal.SIGTERM)
+if stop.signum == signal.SIGTERM and sys.argv[1] == "honoured":
+    stop.honoured()
+class SlowShutdown:
+    def __del__(self):
+        time.sleep(2)
+held = SlowShutdown()
+print("exiting", flush=True)
+sys.exit(75)
+"""
+
+
+@pytest.mark.parametrize("honoured, code", [("honoured", EXIT_PREEMPTED), ("not", -signal.SIGTERM)])
+def test_a_signal_while_the_stopped_process_shuts_down_keeps_exit_75(honoured, code):
+    # The "not" case shows what the test catches: the handler alone loses exit 75 to that late signal.
+    proc = subprocess.Popen([PYTHON, "-c", EXITING, honoured], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "exiting\n"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == code
