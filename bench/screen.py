@@ -7,14 +7,16 @@ python -m bench.screen --variant "NAME PRESET [KEY=VALUE ...]" [--variant ...] -
 The 10-minute protocol (bench/quality.py) fixes wall time, so the CPU decides the steps; this fixes
 the steps instead, so a lever's effect per step is read apart from its cost per step, and many
 variants run at once on a machine with more cores or a GPU (a pre-screen: a lever that wins here is
-then timed by bench/quality.py). Each variant is `python train.py --config configs/PRESET.yaml
---run-dir OUT/NAME KEY=VALUE ...` with a checkpoint every --every steps (all kept), one process of
---threads threads each, --parallel at a time. After --minutes from the first launch, every training
-still running gets one SIGTERM (it checkpoints and exits 75), so a run cut short keeps its
-checkpoints. Then `evaluate.py OUT/NAME --metrics fid,fd_mnist --checkpoints S1,S2,...` scores every
-multiple of --every each run reached and its newest checkpoint (the first run alone, so the real
-statistics are cached once, then the rest --parallel at a time, the cores shared among them). The
-numbers go to OUT/screen.json and a markdown table to stdout.
+then timed by bench/quality.py). `slurm/sweep.sh --local` trains a grid to its train.steps; this
+stops all the variants at one deadline (a lent GPU's minutes) and tabulates every checkpoint.
+Each variant is `python train.py --config configs/PRESET.yaml --run-dir OUT/NAME KEY=VALUE ...` with
+a checkpoint every --every steps (all kept), one process of --threads threads each, --parallel at a
+time. After --minutes from the first launch, every training still running gets one SIGTERM (it
+checkpoints and exits 75), so a run cut short keeps its checkpoints. Then `evaluate.py OUT/NAME
+--metrics fid,fd_mnist --checkpoints S1,S2,...` scores every multiple of --every each run reached
+and its newest checkpoint (the first run alone, so the real statistics are cached once, then the
+rest --parallel at a time, the cores shared among them). The numbers go to OUT/screen.json and a
+markdown table to stdout.
 """
 
 import argparse
