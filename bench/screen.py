@@ -114,10 +114,9 @@ def score_all(names: list[str], out: Path, every: int, num_samples: int, paralle
         log = open(out / f"{name}.score.log", "w")
         running.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         while running and (i == 0 or len(running) >= parallel or i == len(jobs) - 1):
-            running.pop(0)[0].wait()
-    for proc, log in running:
-        proc.wait()
-        log.close()
+            proc, log = running.pop(0)
+            proc.wait()
+            log.close()
 
 
 def collect(variants, out: Path, codes: dict, num_samples: int) -> dict:
