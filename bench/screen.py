@@ -29,17 +29,17 @@ import sys
 import time
 from pathlib import Path
 
-from bench.quality import preset_config
+from bench.quality import ROOT, preset_config
 from gan.checkpoint import list_checkpoints
 from gan.errors import EXIT_PREEMPTED, GanError
 from gan.files import read_jsonl, write_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("fid", "fd_mnist")
 
 
-def parse_variant(text: str) -> tuple[str, str, list[str]]:
-    """'NAME PRESET KEY=VALUE ...' -> (name, preset, overrides), checked by loading the config."""
+def parse_variant(text: str, checked_with: list[str] = ()) -> tuple[str, str, list[str]]:
+    """'NAME PRESET KEY=VALUE ...' -> (name, preset, overrides), checked by loading the config with
+    the overrides and then `checked_with` (the screen's own keys)."""
     parts = shlex.split(text)
     if len(parts) < 2 or not parts[0].replace("-", "").replace("_", "").isalnum():
         raise SystemExit(
@@ -49,16 +49,21 @@ def parse_variant(text: str) -> tuple[str, str, list[str]]:
     if not (ROOT / "configs" / f"{preset}.yaml").is_file():
         raise SystemExit(f"error: --variant {name}: no preset configs/{preset}.yaml")
     try:
-        preset_config(preset, sets)
+        preset_config(preset, [*sets, *checked_with])
     except GanError as error:
         raise SystemExit(f"error: --variant {name}: {error}") from None
     return name, preset, sets
 
 
+def screen_keys(every: int, max_steps: int) -> list[str]:
+    """The overrides every variant trains with, after its own."""
+    return [f"train.steps={max_steps}", f"train.checkpoint_every={every}", f"train.sample_every={max_steps}",
+            "train.keep_checkpoints=1000", "tracking.backend=none"]  # fmt: skip
+
+
 def train_command(preset: str, run_dir: Path, sets: list[str], every: int, max_steps: int) -> list[str]:
     return [sys.executable, "train.py", "--config", f"configs/{preset}.yaml", "--run-dir", str(run_dir), *sets,
-            f"train.steps={max_steps}", f"train.checkpoint_every={every}", f"train.sample_every={max_steps}",
-            "train.keep_checkpoints=1000", "tracking.backend=none"]  # fmt: skip
+            *screen_keys(every, max_steps)]  # fmt: skip
 
 
 def train_all(variants, out: Path, every: int, max_steps: int, seconds: float, parallel: int, precision: str,
@@ -162,11 +167,11 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    variants = [parse_variant(text) for text in args.variant]
-    if len({name for name, _, _ in variants}) != len(variants):
-        raise SystemExit("error: --variant names must be distinct")
     if not 0 < args.every <= args.max_steps or min(args.parallel, args.threads) < 1:
         raise SystemExit("error: need 0 < --every <= --max-steps, and --parallel and --threads >= 1")
+    variants = [parse_variant(text, screen_keys(args.every, args.max_steps)) for text in args.variant]
+    if len({name for name, _, _ in variants}) != len(variants):
+        raise SystemExit("error: --variant names must be distinct")
     if not 0 < args.minutes < float("inf"):
         raise SystemExit(f"error: --minutes {args.minutes}: give a positive number of minutes")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):

@@ -37,6 +37,8 @@ from gan.steps import EmaRate, Nets, NonFiniteLoss, compile_networks, d_step, g_
 from gan.trackers import accelerator_options
 from gan.tracking import RunLogger, WindowMeans, peak_memory_mb
 
+SCHEDULER_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # a stop to requeue after (EXIT_PREEMPTED)
+
 
 class StopRequest:
     """SIGTERM/SIGUSR1 and a first Ctrl-C (SIGINT) set a flag: the loop finishes the current step,
@@ -45,7 +47,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum = 0
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        for sig in (*SCHEDULER_SIGNALS, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
@@ -58,7 +60,7 @@ class StopRequest:
         """The stop's checkpoint is written: SIGTERM and SIGUSR1 are ignored from now on. Python puts the
         default handlers back while it shuts down, so one more arriving then (a scheduler or a user
         signalling again) would kill the process by the signal instead of letting it exit 75."""
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in SCHEDULER_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
     def name(self) -> str:
