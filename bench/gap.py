@@ -1,6 +1,6 @@
 """Where a run's FID gap lies, for a run on MNIST digits: class adherence, pixel levels, faint background.
 
-    python -m bench.gap RUN [--num-samples 2000] [--seed 0]
+    python -m bench.gap RUN [--num-samples 2000] [--seed 0] [--faint 10]
 
 Draws --num-samples images from the run's newest checkpoint (G_ema where there is one) with the
 evaluator's latents (`evaluate.py`'s seed and class draw, so the images are those its FID scored), then
@@ -49,20 +49,17 @@ def bands(images: torch.Tensor) -> list[float]:
 def fids(cfg, images, digest: str, variants: dict, batch_size: int = 200) -> dict:
     """FID of each {name: uint8 images} against the run's training images (the evaluator's cache)."""
     from accelerate import Accelerator
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
     from gan.evaluation.features import create_extractor, image_features
     from gan.evaluation.inception import resolve_weights
+    from gan.evaluation.metrics.fid import frechet_distance
 
     accelerator = Accelerator(cpu=True)
     weights = resolve_weights(cfg.eval.inception_weights)
     extractor = create_extractor(weights, [LAYER], accelerator.device)
     real = real_stats(cfg, images, digest, extractor, weights.tag, LAYER, batch_size, accelerator)
-    out = {}
-    for name, fake in variants.items():
-        stats = fid_features_to_statistics(image_features(extractor, fake, batch_size, accelerator)[LAYER])
-        out[name] = fid_statistics_to_metric(stats, real.fid_statistics(), verbose=False)["frechet_inception_distance"]
-    return out
+    return {name: frechet_distance(image_features(extractor, fake, batch_size, accelerator)[LAYER], real)
+            for name, fake in variants.items()}  # fmt: skip
 
 
 def main() -> None:
