@@ -34,3 +34,11 @@ def test_its_fid_as_drawn_is_the_evaluators_for_the_same_checkpoint(tmp_path, ca
     # printed to 3 decimals; another noise seed moves this tiny G's FID by about 1
     assert abs(float(re.search(r"^FID as drawn: (\S+)$", out, re.M).group(1)) - fid) < 0.002, (out, fid)
     assert re.search(r"^FID levels below 10 set to 0: \d+\.\d{3}$", out, re.M), out
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    for args, says in ((["--num-samples", "1"], "--num-samples must be in [2, 50000]"),
+                       (["--faint", "256"], "--faint must be a grey level in [1, 255], got 256")):  # fmt: skip
+        proc = run([PYTHON, "-m", "bench.gap", tmp_path, *args])
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {says}"), proc.stderr
