@@ -15,6 +15,7 @@ If the second FID is clearly lower, the gap lies in a faint background G leaves;
 followed about as well as real digits are classified, an auxiliary classifier in D has little to fix.
 """
 
+import functools
 from argparse import ArgumentParser
 from pathlib import Path
 
@@ -32,13 +33,19 @@ LAYER = "2048"  # Inception's pool features, FID's
 MAX_SAMPLES = 50_000  # the generated images are held in memory, with their Inception features
 
 
-def classified(images: torch.Tensor) -> torch.Tensor:
-    """The MNIST classifier's class for each uint8 image (a tensor, an array or a prepared set's memory map)."""
+@functools.cache
+def classifier() -> MnistClassifier:
+    """The committed MNIST classifier, its weights checked and read once."""
     model = MnistClassifier()
     model.load_state_dict(load_weights())
-    model.eval()
+    return model.eval()
+
+
+def classified(images: torch.Tensor) -> torch.Tensor:
+    """The MNIST classifier's class for each uint8 image (a tensor, an array or a prepared set's memory map)."""
     with torch.no_grad():
-        return torch.cat([model(to_float(as_tensor(images[i : i + 500])))[1].argmax(1) for i in range(0, len(images), 500)])
+        return torch.cat([classifier()(to_float(as_tensor(images[i : i + 500])))[1].argmax(1)
+                          for i in range(0, len(images), 500)])  # fmt: skip
 
 
 def bands(images: torch.Tensor) -> list[float]:

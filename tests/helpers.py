@@ -120,3 +120,17 @@ def assert_user_error(proc, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def assert_bench_refuses(module: str, args: list, says: str, tmp_path: Path) -> None:
+    """`python -m bench.MODULE ARGS` (FILE in ARGS: a user's file in tmp_path) exits 1 with an `error:`
+    line holding `says`, no traceback, the user's file unchanged and no tmp_path/out made."""
+    user_file = tmp_path / "FILE"
+    user_file.write_text("a user's file\n")
+    args = [str(user_file) if arg == "FILE" else arg for arg in args]
+    result = subprocess.run([PYTHON, "-m", f"bench.{module}", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and says in result.stderr
+    assert user_file.read_text() == "a user's file\n"
+    assert not (tmp_path / "out").exists()  # refused before the folder is made

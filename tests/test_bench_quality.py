@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import assert_bench_refuses
 
 from bench import quality
 from bench.quality import ROOT, check_sets, cpu_name, read_store, summary, table, train_command
@@ -58,15 +59,9 @@ def test_the_cpu_name_carries_its_vector_extensions_and_the_summary_its_range():
                                         (["--set", "model.nope=1"], "--set for dcgan_mnist: "),
                                         (["--set", "model.g_channels=-3"], "model.g_channels")])  # fmt: skip
 def test_bad_arguments_are_one_line_before_anything_trains(tmp_path, args, says):
-    (tmp_path / "FILE").write_text("a user's file\n")
-    args = [str(tmp_path / "FILE") if arg == "FILE" else arg for arg in args]
+    args = list(args)
     args += [] if "--out" in args else ["--out", str(tmp_path / "out")]  # never the repository's runs/
-    result = subprocess.run([sys.executable, "-m", "bench.quality", "--presets", "dcgan_mnist", *args],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and says in result.stderr
-    assert (tmp_path / "FILE").read_text() == "a user's file\n"
-    assert not (tmp_path / "out").exists()  # refused before the folder is made
+    assert_bench_refuses("quality", ["--presets", "dcgan_mnist", *args], says, tmp_path)
 
 
 def test_set_overrides_go_to_training_before_the_protocols_own_keys():

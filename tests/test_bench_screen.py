@@ -1,13 +1,13 @@
 """bench.screen: variants trained side by side to a deadline, each signalled once, then scored by evaluate.py."""
 
 import json
-import subprocess
 import sys
 
 import pytest
+from helpers import assert_bench_refuses
 
 from bench import screen
-from bench.screen import ROOT, parse_variant, scored_steps, table, train_all
+from bench.screen import parse_variant, scored_steps, table, train_all
 
 # A stand-in for train.py: counts the SIGTERMs it gets, and takes a second to "checkpoint" after the
 # first, as the loop does, then exits 75. A second SIGTERM in that second is counted, not obeyed.
@@ -64,14 +64,8 @@ def test_a_variant_is_checked_before_anything_trains():
                                         (["--every", "0"], "0 < --every"),
                                         (["--out", "FILE"], "is not an empty folder")])  # fmt: skip
 def test_bad_arguments_are_one_line_before_anything_trains(tmp_path, args, says):
-    (tmp_path / "FILE").write_text("a user's file\n")
-    args = [str(tmp_path / "FILE") if arg == "FILE" else arg for arg in args]
+    args = list(args)
     args += [] if "--variant" in args else ["--variant", "base dcgan_mnist"]
     args += [] if "--every" in args else ["--every", "10"]
     args += [] if "--out" in args else ["--out", str(tmp_path / "out")]
-    result = subprocess.run([sys.executable, "-m", "bench.screen", "--max-steps", "20", *args],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and says in result.stderr
-    assert (tmp_path / "FILE").read_text() == "a user's file\n"
-    assert not (tmp_path / "out").exists()
+    assert_bench_refuses("screen", ["--max-steps", "20", *args], says, tmp_path)
