@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -337,3 +338,36 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_any_work(case, dc
     assert_user_error(proc, f"run folder {str(run_dir)!r} cannot be written", *([name] if name else []))
     assert "real-data statistics" not in proc.stdout and "Inception" not in proc.stdout  # nothing loaded
     assert snapshot(run_dir) == before
+
+
+
+# Writes the cache's own serializers make, under a file-size limit of 1,000 bytes: past it every write
+# fails (EFBIG, SIGXFSZ ignored), as on a full disk (ENOSPC), which a tmpfs of 64 kB showed by hand.
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+from gan.cache import write_to_cache
+from gan.errors import GanError
+writers = {"safetensors": lambda tmp: save_file({"x": torch.zeros(10_000)}, tmp),
+           "torch.save": lambda tmp: torch.save(torch.zeros(10_000), tmp)}
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+try:
+    write_to_cache(Path(sys.argv[1]) / "stats.safetensors", writers[sys.argv[2]])
+except GanError as err:
+    print(err)
+"""
+
+
+@pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
+def test_a_cache_file_that_cannot_be_written_is_one_line_and_leaves_no_file(tmp_path, writer):
+    """The real statistics (safetensors) and the converted Inception weights (torch.save) go through write_to_cache."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    out = subprocess.run([PYTHON, "-c", FULL_DISK, folder, writer], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120).stdout  # fmt: skip
+    assert re.fullmatch(r"cache file '.*stats\.safetensors' cannot be written \(.+\); free space or set "
+                        r"GAN_CACHE_DIR\n", out), out  # fmt: skip
+    assert list(folder.iterdir()) == []

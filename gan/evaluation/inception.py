@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-from gan.cache import cache_dir
+from gan.cache import cache_dir, write_to_cache
 from gan.errors import GanError
 from gan.files import write_atomic
 
@@ -137,7 +137,7 @@ def converted_weights(note: str) -> InceptionWeights:
         if found != FID_HELPER_SHA1:
             raise GanError(f"{source} has sha1 {found}, expected {FID_HELPER_SHA1}: not the file we can convert")
         state = convert(source)
-        write_atomic(target, lambda tmp: torch.save(state, tmp))
+        write_to_cache(target, lambda tmp: torch.save(state, tmp))
     return InceptionWeights(target, tag, has_classifier=False, note=note)
 
 

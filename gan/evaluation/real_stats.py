@@ -16,12 +16,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gan.cache import cache_dir
+from gan.cache import cache_dir, write_to_cache
 from gan.config import Config
 from gan.data import build_data
 from gan.errors import GanError
 from gan.evaluation.features import image_features
-from gan.files import write_atomic
 
 REAL_SUBSET_SEED = 0  # which real images a --num-real subset takes; fixed so the cache key means one set
 
@@ -90,7 +89,7 @@ def compute_and_cache(extractor, images: torch.Tensor, layer: str, path: Path, b
     stats = fid_features_to_statistics(features)
     tensors = {"features": features.contiguous(), "mu": torch.from_numpy(np.ascontiguousarray(stats["mu"])),
                "sigma": torch.from_numpy(np.ascontiguousarray(stats["sigma"]))}  # fmt: skip
-    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"layer": layer}))
+    write_to_cache(path, lambda tmp: save_file(tensors, tmp, metadata={"layer": layer}))
     return RealStats(features, stats["mu"], stats["sigma"], layer, path, False)
 
 
